@@ -1,0 +1,178 @@
+"""`bench` command line: run | report | train | list | perf. Thin: parse, call, print."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+EXIT_USAGE = 2
+
+
+def _store_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage", help="Optuna storage: optuna.journal (default), journal:PATH, sqlite:///F, postgresql://...")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    p.add_argument("--results-dir", default="results", help="reports go to RESULTS_DIR/<study>/ (default results)")
+    p.add_argument("--quick", action="store_true", help="use the study file's [quick] budgets (stored as <study>-quick)")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="bench", description="Optimizer benchmark studies: Optuna -> Lightning -> MLflow.")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="tune every arm, evaluate the best configs on K seeds, write the report")
+    run.add_argument("study", help="study file (TOML)")
+    _store_flags(run)
+    run.add_argument("--quiet", action="store_true", help="no live progress display (CI logs)")
+
+    rep = sub.add_parser("report", help="rebuild the report from MLflow + Optuna only")
+    rep.add_argument("study")
+    _store_flags(rep)
+
+    tr = sub.add_parser("train", help="one training run, logged to MLflow")
+    tr.add_argument("--model", required=True)
+    tr.add_argument("--dataset", required=True)
+    tr.add_argument("--optimizer", required=True)
+    tr.add_argument("--schedule", default="constant")
+    tr.add_argument("--epochs", type=int, default=10)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--data-seed", type=int, default=0)
+    tr.add_argument("--accelerator", default="auto")
+    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="hyper-parameter (TOML value syntax: --set lr=0.1 --set hidden_sizes='\"64\"')")
+    tr.add_argument("--tracking-uri")
+    tr.add_argument("--experiment", default="bench-train", help="MLflow experiment (default bench-train)")
+
+    sub.add_parser("list", help="registered models, datasets, optimizers, schedules, samplers, pruners")
+
+    perf = sub.add_parser("perf", help="overhead benchmarks, written to results/perf/")
+    perf.add_argument("--out", default="results/perf")
+    perf.add_argument("--repeats", type=int, default=5)
+    return ap
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = raw  # bare words are strings: --set activation=tanh
+    return out
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bench import spec as spec_mod
+    from bench.progress import StudyProgress
+    from bench.tracking import tracking_uri
+    from bench.tuning.study import StudyRunner, arms
+
+    spec = spec_mod.load(args.study)
+    spec = spec.quick_variant() if args.quick else spec
+    budgets = {a.name: spec.tuning.n_trials + spec.eval.seeds for a in arms(spec)}
+    uri = tracking_uri(args.tracking_uri)
+    with StudyProgress(budgets, quiet=args.quiet) as progress:
+        StudyRunner(spec, tracking_uri=uri, storage_url=args.storage, progress=progress,
+                    study_file=args.study).run()
+    return _report(spec, uri, args)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from bench import spec as spec_mod
+    from bench.tracking import tracking_uri
+
+    spec = spec_mod.load(args.study)
+    spec = spec.quick_variant() if args.quick else spec
+    return _report(spec, tracking_uri(args.tracking_uri), args)
+
+
+def _report(spec: Any, uri: str, args: argparse.Namespace) -> int:
+    from bench.report.collect import collect
+    from bench.report.render import summary_table, write_report
+
+    result = collect(spec, tracking_uri=uri, storage_url=args.storage)
+    path = write_report(result, Path(args.results_dir) / spec.name)
+    table = summary_table(result)
+    cols = ["arm", "test_mean", "test_ci95_low", "test_ci95_high", f"best_{result.objective}", "steps", "wall_time_s"]
+    print(f"{result.test_metric} ({result.direction}), mean [95% CI] over eval seeds:")
+    print(table[cols].to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    print(f"report: {path}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from bench.spec import RunConfig, direction_of
+    from bench.tracking import Tracker, tracking_uri
+    from bench.train import fit
+
+    objective = "val/acc"
+    from bench.data import DATASETS
+
+    if DATASETS.get(args.dataset).meta["task"] == "regression":
+        objective = "val/mse"
+    config = RunConfig.build(model=args.model, dataset=args.dataset, optimizer=args.optimizer,
+                             schedule=args.schedule, params=parse_set(args.set), epochs=args.epochs,
+                             seed=args.seed, data_seed=args.data_seed, objective=objective,
+                             evaluate_test=True, accelerator=args.accelerator)
+    tracker = Tracker(tracking_uri(args.tracking_uri))
+    exp = tracker.experiment_id(args.experiment)
+    logger = tracker.start_run(exp, f"{args.model}-{args.optimizer}-seed{args.seed}", {
+        "phase": "train", "model": args.model, "dataset": args.dataset, "optimizer": args.optimizer,
+        "schedule": args.schedule, "seed": str(args.seed), "config_hash": config.hash()})
+    logger.log_params(config.params)
+    logger.log_dict(config.model_dump(), "config.json")
+    try:
+        result = fit(config, reporter=logger)
+    except BaseException as err:
+        logger.set_tags({"error": f"{type(err).__name__}: {err}"[:500]})
+        logger.finish("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        raise
+    logger.log_metrics({k: v for k, v in result.final.items() if k.startswith("test/")}, step=result.epochs)
+    logger.set_tags({"status": result.status, "steps": result.steps, "samples": result.samples,
+                     "epochs_run": result.epochs, "device": result.device, "stop_reason": result.reason})
+    logger.finish("FINISHED")
+    print(f"run {logger.run_id} ({result.status}{': ' + result.reason if result.reason else ''}; "
+          f"{direction_of(objective)} {objective})")
+    for key, value in result.final.items():
+        print(f"  {key:<14} {value:.6g}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from bench.listing import render
+
+    print(render())
+    return 0
+
+
+def cmd_perf(args: argparse.Namespace) -> int:
+    from bench.perf import main
+
+    return main(Path(args.out), repeats=args.repeats)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from bench.registry import UnknownNameError
+    from bench.spec import SpecError
+
+    handlers = {"run": cmd_run, "report": cmd_report, "train": cmd_train, "list": cmd_list, "perf": cmd_perf}
+    try:
+        return handlers[args.command](args)
+    except SpecError as err:
+        print(err, file=sys.stderr)
+        return EXIT_USAGE
+    except (UnknownNameError, KeyError, ValueError, LookupError) as err:
+        if args.command not in ("train", "report"):
+            raise
+        print(f"bench {args.command}: {str(err).strip(chr(39))}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

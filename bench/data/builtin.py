@@ -1,0 +1,59 @@
+"""Built-in datasets: scikit-learn's bundled sets and seeded synthetic generators (no download)."""
+
+from __future__ import annotations
+
+from sklearn import datasets as skd
+
+from bench.data import DATASETS, DataBundle, split_arrays
+from bench.hparams import HParam
+
+
+@DATASETS.register(
+    "digits",
+    summary="scikit-learn 8x8 handwritten digits: 1797 images, 64 features, 10 classes",
+    task="multiclass",
+)
+def digits(seed: int) -> DataBundle:
+    x, y = skd.load_digits(return_X_y=True)
+    return split_arrays(x, y, task="multiclass", seed=seed, name="digits", n_outputs=10)
+
+
+@DATASETS.register(
+    "breast_cancer",
+    summary="scikit-learn Wisconsin breast cancer: 569 cases, 30 features, binary",
+    task="binary",
+)
+def breast_cancer(seed: int) -> DataBundle:
+    x, y = skd.load_breast_cancer(return_X_y=True)
+    return split_arrays(x, y, task="binary", seed=seed, name="breast_cancer", n_outputs=1)
+
+
+@DATASETS.register(
+    "synthetic_classification",
+    summary="seeded Gaussian-cluster classification (make_classification), default 10 features x 10 classes",
+    task="multiclass",
+    args=(
+        HParam("n_samples", "int", 3000, "number of examples", low=30),
+        HParam("n_features", "int", 10, "input features", low=2),
+        HParam("n_classes", "int", 10, "classes", low=2),
+        HParam("class_sep", "float", 1.5, "cluster separation (larger is easier)", low=0.0),
+    ),
+)
+def synthetic_classification(
+    seed: int, n_samples: int, n_features: int, n_classes: int, class_sep: float
+) -> DataBundle:
+    if n_classes > 2 ** n_features:
+        raise ValueError(f"n_classes={n_classes} needs more than {n_features} features")
+    x, y = skd.make_classification(
+        n_samples=n_samples,
+        n_features=n_features,
+        n_informative=n_features,
+        n_redundant=0,
+        n_classes=n_classes,
+        n_clusters_per_class=1,
+        class_sep=class_sep,
+        random_state=seed,
+    )
+    return split_arrays(
+        x, y, task="multiclass", seed=seed, name="synthetic_classification", n_outputs=n_classes
+    )

@@ -1,0 +1,117 @@
+"""Gather a study's results from the stores alone (MLflow + Optuna), never from process memory,
+so `bench report` works after a crash or on another machine."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from bench.spec import StudySpec, direction_of
+from bench.tracking import Tracker
+from bench.tuning.storage import open_storage
+from bench.tuning.study import Arm, arms, optuna_study_name
+
+CURVE_KEYS = ("steps", "wall_time_s")  # x-axes besides the epoch
+
+
+@dataclass
+class ArmResult:
+    arm: Arm
+    trials_complete: int = 0
+    trials_pruned: int = 0
+    trials_failed: int = 0
+    best_trial: int | None = None
+    best_val: float | None = None
+    best_params: dict = field(default_factory=dict)
+    parent_run_id: str = ""
+    eval_run_ids: list[str] = field(default_factory=list)
+    test_values: list[float] = field(default_factory=list)  # one per eval seed that finished
+    diverged_evals: int = 0
+    epochs: float = float("nan")  # means over eval seeds
+    steps: float = float("nan")
+    samples: float = float("nan")
+    wall_time_s: float = float("nan")
+    curves: dict[str, np.ndarray] = field(default_factory=dict)  # key -> (seeds, epochs)
+    best_so_far: list[float] = field(default_factory=list)  # tuning curve, by trial number
+
+
+@dataclass
+class StudyResult:
+    spec: StudySpec
+    objective: str
+    test_metric: str
+    direction: str
+    arms: list[ArmResult]
+    provenance: dict[str, str]
+
+
+def collect(spec: StudySpec, *, tracking_uri: str, storage_url: str | None) -> StudyResult:
+    tracker = Tracker(tracking_uri)
+    storage = open_storage(storage_url)
+    objective = spec.objective_metric()
+    direction = direction_of(objective)
+    test_metric = "test/" + objective.split("/", 1)[1]
+    experiment_id = tracker.experiment_id(spec.name, create=False)
+    if experiment_id is None:
+        raise LookupError(f"no MLflow experiment '{spec.name}' at {tracking_uri}: run the study first")
+    results, provenance = [], {}
+    for arm in arms(spec):
+        res = ArmResult(arm)
+        try:
+            study = optuna.load_study(study_name=optuna_study_name(spec, arm), storage=storage)
+        except KeyError:
+            results.append(res)
+            continue
+        trials = study.get_trials(deepcopy=False)
+        res.trials_complete = sum(t.state == TrialState.COMPLETE for t in trials)
+        res.trials_pruned = sum(t.state == TrialState.PRUNED for t in trials)
+        res.trials_failed = sum(t.state == TrialState.FAIL for t in trials)
+        pick = max if direction == "maximize" else min
+        best = None
+        for t in sorted(trials, key=lambda t: t.number):
+            if t.state == TrialState.COMPLETE:
+                best = t.value if best is None else pick(best, t.value)
+            res.best_so_far.append(best if best is not None else float("nan"))
+        if res.trials_complete:
+            res.best_trial, res.best_val = study.best_trial.number, study.best_value
+            res.best_params = dict(study.best_trial.params)
+        parents = tracker.find_runs(experiment_id, {"study": spec.name, "phase": "arm", "arm": arm.name})
+        res.parent_run_id = parents[0].info.run_id if parents else ""
+        if res.best_trial is None:
+            results.append(res)
+            continue
+        evals = tracker.find_runs(experiment_id, {"study": spec.name, "arm": arm.name, "phase": "eval",
+                                                  "best_trial": str(res.best_trial)}, status="FINISHED")
+        evals.sort(key=lambda r: int(r.data.tags["seed"]))
+        res.eval_run_ids = [r.info.run_id for r in evals]
+        per_seed: dict[str, list] = {"epochs": [], "steps": [], "samples": [], "wall_time_s": []}
+        curves: dict[str, list[list[float]]] = {objective: [], **{k: [] for k in CURVE_KEYS}}
+        for run in evals:
+            if run.data.tags.get("status") == "diverged" or test_metric not in run.data.metrics:
+                res.diverged_evals += 1
+                continue
+            res.test_values.append(run.data.metrics[test_metric])
+            for key in ("epochs", "steps", "samples"):
+                per_seed[key].append(float(run.data.tags.get(f"{key}_run" if key == "epochs" else key, "nan")))
+            per_seed["wall_time_s"].append(run.data.metrics.get("wall_time_s", float("nan")))
+            for key in curves:
+                history = sorted(tracker.client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)
+                curves[key].append([m.value for m in history])
+            provenance = {k: v for k, v in run.data.tags.items()
+                          if k.startswith(("version.", "git_", "python", "host", "device"))}
+        for key, values in per_seed.items():
+            setattr(res, key, float(np.mean(values)) if values else float("nan"))
+        for key, rows in curves.items():
+            if rows:
+                n = min(map(len, rows))  # seeds share the epoch budget; a diverged one is excluded
+                res.curves[key] = np.array([r[:n] for r in rows])
+        results.append(res)
+    return StudyResult(spec, objective, test_metric, direction, results, provenance)
+
+
+def params_json(params: dict) -> str:
+    return json.dumps(params, sort_keys=True)

@@ -1,0 +1,187 @@
+"""The one seam: `fit(RunConfig, reporter=None) -> RunResult`.
+
+CLI, Optuna trials, evaluation seeds, perf and tests all train through this function. It builds
+data, model and optimizer from the registries, trains with a Lightning Trainer stripped of
+per-step work (no logger, progress bar, checkpoint or validation loop), evaluates whole splits
+once per epoch and hands each epoch's metrics to the reporter, which may stop the run (pruning).
+A non-finite loss ends the run as 'diverged' with the reason recorded; it never raises.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from bench.data import load_dataset
+from bench.data.batches import TensorBatches
+from bench.models import MODELS
+from bench.models.base import BenchModule
+from bench.optim import OPTIMIZERS, SCHEDULES
+from bench.optim.schedules import lambda_scheduler
+from bench.spec import RunConfig, hparams_for
+
+# Called after every epoch with (epoch, metrics); a returned string stops the run as 'pruned'.
+Reporter = Callable[[int, dict[str, float]], "str | None"]
+Status = Literal["completed", "pruned", "diverged"]
+
+for _name in ("pytorch_lightning", "lightning_fabric"):
+    logging.getLogger(_name).setLevel(logging.ERROR)  # "GPU available: False" etc. per trial
+warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+
+
+@dataclass
+class RunResult:
+    """Outcome of one run; `history` holds one metrics dict per finished epoch."""
+
+    status: Status
+    reason: str
+    history: list[dict[str, float]]
+    final: dict[str, float]  # last epoch's metrics, plus test/* when config.evaluate_test
+    epochs: int
+    steps: int  # optimizer steps
+    samples: int  # training examples seen
+    wall_time_s: float
+    device: str
+    objective: float | None = None  # final value of config.objective (None unless finite)
+    extra: dict = field(default_factory=dict)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(accelerator: str) -> torch.device:
+    if accelerator == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device("cuda" if accelerator == "gpu" else accelerator)
+
+
+def split_params(config: RunConfig) -> tuple[dict, dict, dict, dict]:
+    """Route the flat resolved params to (model, optimizer, schedule, training) owners."""
+    groups = (
+        {hp.name for hp in MODELS.get(config.model).meta["hparams"]},
+        {hp.name for hp in OPTIMIZERS.get(config.optimizer).meta["hparams"]},
+        {hp.name for hp in SCHEDULES.get(config.schedule).meta["hparams"]},
+    )
+    declared = hparams_for(config.model, config.optimizer, config.schedule)
+    params = {**{k: hp.default for k, hp in declared.items()}, **config.params}
+    model_p, optim_p, sched_p = ({k: params[k] for k in g} for g in groups)
+    train_p = {k: v for k, v in params.items() if not any(k in g for g in groups)}
+    return model_p, optim_p, sched_p, train_p
+
+
+class _EpochEnd(pl.Callback):
+    """Collects per-epoch metrics, detects divergence and applies the reporter's stop decision."""
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+        self._t0 = 0.0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, module: BenchModule) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: BenchModule) -> None:
+        self.run.epoch_end(trainer, module, time.perf_counter() - self._t0)
+
+
+@dataclass
+class _Run:
+    config: RunConfig
+    reporter: Reporter | None
+    val: object
+    history: list[dict[str, float]] = field(default_factory=list)
+    status: Status = "completed"
+    reason: str = ""
+    start: float = field(default_factory=time.perf_counter)
+
+    def epoch_end(self, trainer: pl.Trainer, module: BenchModule, epoch_time: float) -> None:
+        epoch = len(self.history) + 1
+        metrics = {"train/loss": module.pop_train_loss()}
+        metrics.update({f"val/{k}": v for k, v in module.evaluate(self.val).items()})
+        metrics["lr"] = trainer.optimizers[0].param_groups[0]["lr"]
+        metrics["epoch_time_s"] = epoch_time
+        metrics["steps"] = float(trainer.global_step)
+        metrics["samples"] = float(module.samples_seen)
+        metrics["wall_time_s"] = time.perf_counter() - self.start
+        self.history.append(metrics)
+        bad = [k for k in ("train/loss", "val/loss") if not math.isfinite(metrics[k])]
+        if bad:
+            self.status, self.reason = "diverged", f"{bad[0]}={metrics[bad[0]]} at epoch {epoch}"
+            trainer.should_stop = True
+        elif self.reporter is not None and (reason := self.reporter(epoch, metrics)):
+            self.status, self.reason = "pruned", reason
+            trainer.should_stop = True
+
+
+def fit(config: RunConfig, reporter: Reporter | None = None) -> RunResult:
+    """Train one configuration; never raises for divergence (status 'diverged' instead)."""
+    seed_everything(config.seed)
+    device = resolve_device(config.accelerator)
+    data = load_dataset(config.dataset, config.data_seed, **config.data_args).to(device)
+    model_p, optim_p, sched_p, train_p = split_params(config)
+    full_batch = OPTIMIZERS.get(config.optimizer).meta["full_batch"]
+
+    n_train = len(data.train)
+    if full_batch:  # exact gradient of the whole set, in chunks under the memory cap
+        chunk = min(n_train, train_p["bgd_max_chunk"])
+        accumulate = math.ceil(n_train / chunk)
+        batches = TensorBatches(data.train.x, data.train.y, chunk, shuffle=False,
+                                seed=config.seed, accumulate=accumulate)
+    else:
+        accumulate = 1
+        batches = TensorBatches(data.train.x, data.train.y, train_p["batch_size"], shuffle=True,
+                                seed=config.seed)
+    total_steps = config.epochs * math.ceil(len(batches) / accumulate)
+
+    def configure_optim(module: BenchModule) -> dict:
+        optimizer = OPTIMIZERS.get(config.optimizer).factory(module.parameters(), **optim_p)
+        multiplier = SCHEDULES.get(config.schedule).factory(**sched_p)
+        scheduler = lambda_scheduler(optimizer, multiplier, total_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    module = MODELS.get(config.model).factory(data, configure_optim, **model_p)
+    run = _Run(config, reporter, data.val)
+    trainer = pl.Trainer(
+        accelerator="gpu" if device.type == "cuda" else "cpu",
+        devices=config.devices,
+        max_epochs=config.epochs,
+        accumulate_grad_batches=accumulate,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=config.progress_bar,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=[_EpochEnd(run)],
+    )
+    trainer.fit(module, train_dataloaders=batches)
+    wall = time.perf_counter() - run.start
+
+    final = dict(run.history[-1]) if run.history else {}
+    if config.evaluate_test and run.status != "diverged":
+        final.update({f"test/{k}": v for k, v in module.evaluate(data.test).items()})
+    value = final.get(config.objective)
+    return RunResult(
+        status=run.status,
+        reason=run.reason,
+        history=run.history,
+        final=final,
+        epochs=len(run.history),
+        steps=trainer.global_step,
+        samples=module.samples_seen,
+        wall_time_s=wall,
+        device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        objective=value if value is not None and math.isfinite(value) else None,
+    )

@@ -1,0 +1,329 @@
+"""The benchmark protocol: per arm, tune on validation with Optuna, then re-run the best config
+on K seeds and score the held-out test split.
+
+Optuna runs in this (launcher) process through ask/tell, so a trial may train in-process or in
+another process group without Optuna re-executing anything. Lineage in MLflow: experiment =
+study, parent run = arm, child runs `<arm>/trial-007` and `<arm>/seed-3`; every Optuna trial
+carries its MLflow run id as user attribute `mlflow_run_id`.
+
+Resumable: rerunning counts finished trials (COMPLETE + PRUNED) and FINISHED eval runs and only
+does what is missing. Trials left RUNNING by a dead process are marked FAIL, their MLflow runs
+FAILED, and their parameters are queued again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from bench.hparams import Dist
+from bench.spec import RunConfig, StudySpec, direction_of
+from bench.tracking import RunLogger, Tracker, flat_error, redact
+from bench.train import RunResult, fit
+from bench.tuning import samplers
+from bench.tuning.space import sample
+from bench.tuning.storage import open_storage
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+EVAL_SEED_BASE = 1000  # eval seeds differ from the tuning seed: no selection on the eval noise
+FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One compared cell of a study, fully resolved."""
+
+    name: str
+    model: str
+    dataset: str
+    optimizer: str
+    schedule: str
+    fixed: dict[str, Any]
+    space: dict[str, Dist]
+
+    def config(self, spec: StudySpec, sampled: dict[str, Any], *, seed: int, evaluate_test: bool) -> RunConfig:
+        return RunConfig.build(
+            model=self.model, dataset=self.dataset, optimizer=self.optimizer, schedule=self.schedule,
+            params={**self.fixed, **sampled}, data_args=spec.data_args, data_seed=spec.data_seed,
+            seed=seed, epochs=spec.epochs, objective=spec.objective_metric(),
+            evaluate_test=evaluate_test, accelerator=spec.accelerator,
+        )
+
+    def tags(self) -> dict[str, str]:
+        return {"arm": self.name, "model": self.model, "dataset": self.dataset,
+                "optimizer": self.optimizer, "schedule": self.schedule}
+
+
+def arms(spec: StudySpec) -> list[Arm]:
+    out = []
+    for a in spec.arms:
+        out.append(Arm(spec.arm_name(a), a.model or spec.model, a.dataset or spec.dataset, a.optimizer,
+                       a.schedule or spec.schedule, spec.arm_fixed(a), spec.arm_space(a)))
+    return out
+
+
+def optuna_study_name(spec: StudySpec, arm: Arm) -> str:
+    return f"{spec.name}/{arm.name}"
+
+
+@dataclass
+class ArmOutcome:
+    arm: Arm
+    complete: int = 0
+    pruned: int = 0
+    failed: int = 0
+    best_value: float | None = None
+    eval_run_ids: list[str] = field(default_factory=list)
+
+
+# Progress sink: called with (event, payload); see bench.progress for the rich display.
+Progress = Callable[[str, dict[str, Any]], None]
+
+
+def _quiet(event: str, payload: dict[str, Any]) -> None:
+    pass
+
+
+class StudyRunner:
+    """Runs (or resumes) every arm of a study against one Optuna storage and one MLflow store."""
+
+    def __init__(self, spec: StudySpec, *, tracking_uri: str, storage_url: str | None,
+                 progress: Progress = _quiet, study_file: str | None = None) -> None:
+        self.spec = spec
+        self.tracker = Tracker(tracking_uri)
+        self.storage_url = storage_url
+        self.storage = open_storage(storage_url)
+        self.progress = progress
+        self.study_file = study_file
+        self.direction = direction_of(spec.objective_metric())
+
+    # --- Optuna --------------------------------------------------------------------------
+    def optuna_study(self, arm: Arm) -> optuna.Study:
+        t = self.spec.tuning
+        sampler, sampler_settings = samplers.build(samplers.SAMPLERS, t.sampler, seed=t.seed,
+                                                    n_startup_trials=t.n_startup_trials)
+        pruner, pruner_settings = samplers.build(samplers.PRUNERS, t.pruner, startup_trials=t.pruner_startup_trials,
+                                                  warmup_epochs=t.pruner_warmup_epochs)
+        study = optuna.create_study(storage=self.storage, study_name=optuna_study_name(self.spec, arm),
+                                    direction=self.direction, sampler=sampler, pruner=pruner,
+                                    load_if_exists=True)
+        attrs = {
+            "bench_study": self.spec.name, "arm": arm.name, "objective": self.spec.objective_metric(),
+            "sampler": t.sampler, "sampler_settings": sampler_settings,
+            "pruner": t.pruner, "pruner_settings": pruner_settings, "n_trials": t.n_trials,
+            "space": {k: d.model_dump(exclude_none=True) for k, d in arm.space.items()},
+            "fixed": arm.fixed, **arm.tags(),
+        }
+        if study.user_attrs.get("n_trials") not in (None, t.n_trials):
+            raise ValueError(f"study '{study.study_name}' was started with n_trials="
+                             f"{study.user_attrs['n_trials']}; this file asks for {t.n_trials}")
+        for key, value in attrs.items():
+            if study.user_attrs.get(key) != value:
+                study.set_user_attr(key, value)
+        return study
+
+    # --- MLflow --------------------------------------------------------------------------
+    def parent_run(self, experiment_id: str, arm: Arm, study: optuna.Study) -> RunLogger:
+        tags = {"study": self.spec.name, "phase": "arm", **arm.tags()}
+        found = self.tracker.find_runs(experiment_id, {"study": self.spec.name, "phase": "arm", "arm": arm.name})
+        if found:
+            return self.tracker.resume_run(found[0].info.run_id)
+        t = self.spec.tuning
+        logger = self.tracker.start_run(experiment_id, arm.name, {
+            **tags, "optuna_study": study.study_name, "objective": self.spec.objective_metric(),
+            "sampler": t.sampler, "pruner": t.pruner, "optuna_storage": redact(self.storage_url or "optuna.journal"),
+            "study_file": self.study_file or "",
+            **{f"sampler.{k}": v for k, v in study.user_attrs["sampler_settings"].items()},
+            **{f"pruner.{k}": v for k, v in study.user_attrs["pruner_settings"].items()},
+        })
+        logger.log_params({f"space.{k}": d.describe() for k, d in arm.space.items()})
+        logger.log_params({f"fixed.{k}": v for k, v in arm.fixed.items()})
+        logger.log_params({"n_trials": t.n_trials, "eval_seeds": self.spec.eval.seeds, "epochs": self.spec.epochs})
+        if self.study_file:
+            logger.client.log_artifact(logger.run_id, self.study_file)
+        logger.flush()
+        return logger
+
+    def child_run(self, experiment_id: str, parent: RunLogger, arm: Arm, name: str,
+                  config: RunConfig, tags: dict[str, Any]) -> RunLogger:
+        logger = self.tracker.start_run(experiment_id, name, {
+            "study": self.spec.name, **arm.tags(), "seed": str(config.seed),
+            "config_hash": config.hash(), **{k: str(v) for k, v in tags.items()},
+        }, parent_id=parent.run_id)
+        logger.log_params(config.params)
+        logger.log_params({"epochs": config.epochs, "seed": config.seed, "data_seed": config.data_seed,
+                           **{f"data.{k}": v for k, v in config.data_args.items()}})
+        logger.log_dict(config.model_dump(), "config.json")
+        return logger
+
+    def record(self, logger: RunLogger, result: RunResult) -> None:
+        """Final metrics and tags of a finished fit (per-epoch ones were logged as it ran)."""
+        logger.log_metrics({k: v for k, v in result.final.items() if k.startswith("test/")}, step=result.epochs)
+        logger.set_tags({"status": result.status, "device": result.device,
+                         "epochs_run": result.epochs, "steps": result.steps, "samples": result.samples})
+        if result.reason:
+            logger.set_tags({"stop_reason": result.reason})
+
+    # --- protocol ------------------------------------------------------------------------
+    def run(self) -> list[ArmOutcome]:
+        experiment_id = self.tracker.experiment_id(self.spec.name)
+        self.tracker.client.set_experiment_tag(experiment_id, "description", self.spec.description)
+        outcomes = []
+        for arm in arms(self.spec):
+            outcomes.append(self.run_arm(experiment_id, arm))
+        return outcomes
+
+    def run_arm(self, experiment_id: str, arm: Arm) -> ArmOutcome:
+        study = self.optuna_study(arm)
+        parent = self.parent_run(experiment_id, arm, study)
+        try:
+            self.recover_orphans(experiment_id, study)
+            outcome = self.tune(experiment_id, arm, study, parent)
+            self.evaluate(experiment_id, arm, study, parent, outcome)
+        except KeyboardInterrupt:
+            parent.finish("KILLED")
+            raise
+        except BaseException:
+            parent.finish("FAILED")
+            raise
+        parent.log_metrics({"trials_complete": outcome.complete, "trials_pruned": outcome.pruned,
+                            "trials_failed": outcome.failed})
+        if outcome.best_value is not None:
+            parent.log_metrics({f"best_{self.spec.objective_metric()}": outcome.best_value})
+        parent.finish("FINISHED")
+        self.progress("arm_done", {"arm": arm.name, "outcome": outcome})
+        return outcome
+
+    def recover_orphans(self, experiment_id: str, study: optuna.Study) -> None:
+        """Trials RUNNING in storage belong to a process that died: fail them and retry their params."""
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", "orphaned: its process died")
+            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            run_id = trial.user_attrs.get("mlflow_run_id")
+            if run_id:
+                self.tracker.client.set_tag(run_id, "error", "orphaned: its process died")
+                self.tracker.client.set_terminated(run_id, "FAILED")
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+        for run in self.tracker.find_runs(experiment_id, {"study": self.spec.name}, status="RUNNING"):
+            if run.data.tags.get("phase") == "eval":
+                self.tracker.client.set_tag(run.info.run_id, "error", "orphaned: its process died")
+                self.tracker.client.set_terminated(run.info.run_id, "FAILED")
+
+    def tune(self, experiment_id: str, arm: Arm, study: optuna.Study, parent: RunLogger) -> ArmOutcome:
+        t = self.spec.tuning
+        outcome = ArmOutcome(arm)
+
+        def count() -> None:
+            trials = study.get_trials(deepcopy=False)
+            outcome.complete = sum(tr.state == TrialState.COMPLETE for tr in trials)
+            outcome.pruned = sum(tr.state == TrialState.PRUNED for tr in trials)
+            outcome.failed = sum(tr.state == TrialState.FAIL for tr in trials)
+
+        count()
+        while outcome.complete + outcome.pruned < t.n_trials:
+            if outcome.failed > t.max_failed_trials:
+                raise RuntimeError(f"arm '{arm.name}': {outcome.failed} trials failed "
+                                   f"(max_failed_trials={t.max_failed_trials}); see the FAILED runs' 'error' tag")
+            trial = study.ask()
+            self.progress("trial_start", {"arm": arm.name, "trial": trial.number, "done": outcome.complete + outcome.pruned,
+                                          "total": t.n_trials})
+            self.run_trial(experiment_id, arm, study, trial, parent)
+            count()
+            self.progress("trial_end", {"arm": arm.name, "done": outcome.complete + outcome.pruned,
+                                        "total": t.n_trials, "pruned": outcome.pruned, "failed": outcome.failed,
+                                        "best": _best_value(study)})
+        outcome.best_value = _best_value(study)
+        return outcome
+
+    def run_trial(self, experiment_id: str, arm: Arm, study: optuna.Study, trial: optuna.Trial,
+                  parent: RunLogger) -> None:
+        logger = None
+        try:
+            sampled = sample(trial, arm.space, arm.model, arm.optimizer, arm.schedule)
+            config = arm.config(self.spec, sampled, seed=self.spec.tuning.seed, evaluate_test=False)
+            logger = self.child_run(experiment_id, parent, arm, f"{arm.name}/trial-{trial.number:03d}", config, {
+                "phase": "tune", "optuna_study": study.study_name, "optuna_trial": trial.number})
+            trial.set_user_attr("mlflow_run_id", logger.run_id)
+            trial.set_user_attr("config_hash", config.hash())
+            objective = self.spec.objective_metric()
+
+            def report(epoch: int, metrics: dict[str, float]) -> str | None:
+                logger(epoch, metrics)
+                value = metrics.get(objective)
+                if value is None or not math.isfinite(value):
+                    return None  # divergence is detected by fit itself
+                trial.report(value, epoch)
+                if trial.should_prune():
+                    return f"pruned by {self.spec.tuning.pruner} at epoch {epoch} ({objective}={value:.4g})"
+                return None
+
+            result = fit(config, reporter=report)
+            self.record(logger, result)
+            if result.status == "completed" and result.objective is not None:
+                logger.finish("FINISHED")
+                study.tell(trial, result.objective)
+            else:  # pruned or diverged: counts toward the budget, never selected
+                trial.set_user_attr("pruned_reason", f"{result.status}: {result.reason}")
+                logger.set_tags({"pruned": "true"})
+                logger.finish("KILLED")
+                study.tell(trial, state=TrialState.PRUNED)
+        except KeyboardInterrupt:
+            self._fail(study, trial, logger, "interrupted", "KILLED")
+            raise
+        except Exception as err:  # a broken trial must not take the study down
+            self._fail(study, trial, logger, flat_error(err), "FAILED")
+
+    @staticmethod
+    def _fail(study: optuna.Study, trial: optuna.Trial, logger: RunLogger | None, reason: str, status: str) -> None:
+        trial.set_user_attr("fail_reason", reason)
+        if logger is not None:
+            logger.set_tags({"error": reason})
+            logger.finish(status)
+        study.tell(trial, state=TrialState.FAIL)
+
+    def evaluate(self, experiment_id: str, arm: Arm, study: optuna.Study, parent: RunLogger,
+                 outcome: ArmOutcome) -> None:
+        """Re-run the best trial's config on K fresh seeds and score the test split."""
+        try:
+            best = study.best_trial
+        except ValueError:
+            parent.set_tags({"eval_skipped": "no completed trial"})
+            return
+        for key, value in (("best_trial", best.number), ("best_params", json.dumps(best.params, sort_keys=True))):
+            if study.user_attrs.get(key) != value:
+                study.set_user_attr(key, value)
+        done = {run.data.tags.get("seed"): run.info.run_id for run in self.tracker.find_runs(
+            experiment_id, {"study": self.spec.name, "arm": arm.name, "phase": "eval",
+                            "best_trial": str(best.number)}, status="FINISHED")}
+        for k in range(self.spec.eval.seeds):
+            seed = EVAL_SEED_BASE + k
+            if str(seed) in done:
+                outcome.eval_run_ids.append(done[str(seed)])
+                continue
+            self.progress("eval_start", {"arm": arm.name, "seed": k + 1, "total": self.spec.eval.seeds})
+            config = arm.config(self.spec, dict(best.params), seed=seed, evaluate_test=True)
+            logger = self.child_run(experiment_id, parent, arm, f"{arm.name}/seed-{k}", config, {
+                "phase": "eval", "best_trial": best.number, "optuna_study": study.study_name})
+            try:
+                result = fit(config, reporter=logger)
+                self.record(logger, result)
+            except BaseException as err:
+                logger.set_tags({"error": flat_error(err)})
+                logger.finish("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+                raise
+            logger.finish("FINISHED")
+            outcome.eval_run_ids.append(logger.run_id)
+
+
+def _best_value(study: optuna.Study) -> float | None:
+    try:
+        return study.best_value
+    except ValueError:
+        return None
