@@ -145,8 +145,12 @@ def fit(config: RunConfig, reporter: Reporter | None = None) -> RunResult:
                                 seed=config.seed)
     total_steps = config.epochs * math.ceil(len(batches) / accumulate)
 
-    def configure_optim(module: BenchModule) -> dict:
-        optimizer = OPTIMIZERS.get(config.optimizer).factory(module.parameters(), **optim_p)
+    def configure_optim(module: BenchModule, params=None, lr_scale: float = 1.0) -> dict:
+        """The arm's optimizer + schedule over `params` (default: all of the module's).
+        Models with several optimizers (the GAN) call this once per parameter group."""
+        kwargs = {**optim_p, "lr": optim_p["lr"] * lr_scale}
+        optimizer = OPTIMIZERS.get(config.optimizer).factory(
+            module.parameters() if params is None else params, **kwargs)
         multiplier = SCHEDULES.get(config.schedule).factory(**sched_p)
         scheduler = lambda_scheduler(optimizer, multiplier, total_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
