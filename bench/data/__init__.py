@@ -19,7 +19,7 @@ from sklearn.model_selection import train_test_split
 from bench.hparams import HParam
 from bench.registry import Registry
 
-Task = Literal["multiclass", "binary", "regression"]
+Task = Literal["multiclass", "binary", "regression", "sequence"]  # sequence: int tokens x, y (N, L)
 DATASETS = Registry("dataset")
 
 # Fractions of the whole set; the rest is the test split.
@@ -120,4 +120,4 @@ def _cached(name: str, seed: int, args_json: str) -> DataBundle:
     return DATASETS.get(name).factory(seed=seed, **json.loads(args_json))
 
 
-from bench.data import builtin  # noqa: E402,F401  (registers the built-in datasets)
+from bench.data import builtin, files, synthetic  # noqa: E402,F401  (registers the built-in datasets)

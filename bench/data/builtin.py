@@ -57,3 +57,34 @@ def synthetic_classification(
     return split_arrays(
         x, y, task="multiclass", seed=seed, name="synthetic_classification", n_outputs=n_classes
     )
+
+
+@DATASETS.register(
+    "digits_images",
+    summary="scikit-learn digits as 1x8x8 images (CNN, autoencoder, GAN); pixels scaled to [0, 1] by default",
+    task="multiclass",
+    args=(HParam("scale", "str", "minmax", "pixel scaling from training statistics",
+                 choices=("minmax", "standardize")),),
+)
+def digits_images(seed: int, scale: str) -> DataBundle:
+    import torch
+
+    from bench.data.splits import bundle_from_indices, scale_features, split_indices
+
+    x, y = skd.load_digits(return_X_y=True)
+    parts = split_indices(len(x), seed=seed, stratify=y)  # same rows per split as `digits`
+    images = scale_features(x, parts[0], scale).reshape(-1, 1, 8, 8)
+    return bundle_from_indices("digits_images", "multiclass", torch.as_tensor(images, dtype=torch.float32),
+                               torch.as_tensor(y, dtype=torch.long), parts, n_outputs=10)
+
+
+@DATASETS.register(
+    "diabetes",
+    summary="scikit-learn diabetes progression: 442 patients, 10 features, 1 target (standardized)",
+    task="regression",
+)
+def diabetes(seed: int) -> DataBundle:
+    from bench.data.splits import standardize_targets
+
+    x, y = skd.load_diabetes(return_X_y=True)
+    return standardize_targets(split_arrays(x, y, task="regression", seed=seed, name="diabetes", n_outputs=1))
