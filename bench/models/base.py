@@ -31,6 +31,17 @@ class BenchModule(pl.LightningModule):
         self._loss_count = 0
         self.samples_seen = 0
 
+    # Lightning sets `_current_fx_name` ~45 times per step and the loss tally changes every step;
+    # nn.Module.__setattr__ spends ~5 us per call on Parameter/Module/buffer checks that plain
+    # attributes never need (measured: ~0.25 ms of a 1.2 ms digits step).
+    _PLAIN_ATTRS = frozenset({"_current_fx_name", "_loss_sum", "_loss_count", "samples_seen"})
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in self._PLAIN_ATTRS:
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
     # --- contract -------------------------------------------------------------------------
     def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -1,0 +1,158 @@
+"""`bench perf`: overhead of the suite measured side by side in one process, on the digits MLP.
+
+1. MLflow logging: wall time of a tuning trial tracked exactly as a study tracks it (child run,
+   params, config artifact, buffered per-epoch metrics, final tags, end) ÷ the same `fit` with
+   no tracking. Runs alternate (A B A B ...) so drift affects both sides equally; medians.
+2. Per-step overhead: `fit` (Lightning Trainer + the suite's callbacks) vs a plain PyTorch loop
+   on the same tensors, model, optimizer and batch order; (t_fit - t_plain) / optimizer steps.
+3. Pruning trade-off (bench.perf_pruning, when present): epochs and best value per pruner.
+
+Writes results/perf/perf.json and results/perf/perf.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from bench.data import load_dataset
+from bench.data.batches import TensorBatches
+from bench.models import MODELS
+from bench.spec import RunConfig, StudySpec
+from bench.tracking import provenance
+from bench.train import fit, seed_everything, split_params
+
+TARGET_LOGGING_RATIO = 1.05
+TARGET_STEP_OVERHEAD_MS = 0.2
+
+
+def perf_config(epochs: int = 15) -> RunConfig:
+    """The quickstart's SGD trial: MLP 64-128-64-10 on digits, batch 64."""
+    return RunConfig.build(model="mlp", dataset="digits", optimizer="sgd",
+                           params={"lr": 0.1, "hidden_sizes": "128-64", "batch_size": 64}, epochs=epochs,
+                           accelerator="cpu")
+
+
+def logging_ratio(repeats: int, workdir: Path) -> dict:
+    from bench.tuning.study import StudyRunner, arms
+
+    spec = StudySpec.model_validate({"name": "perf", "model": "mlp", "dataset": "digits",
+                                     "arms": [{"optimizer": "sgd"}]})
+    runner = StudyRunner(spec, tracking_uri=f"sqlite:///{workdir}/mlflow.db",
+                         storage_url=str(workdir / "optuna.journal"))
+    exp = runner.tracker.experiment_id("perf")
+    arm = arms(spec)[0]
+    parent = runner.tracker.start_run(exp, "perf-parent", {"phase": "arm", "study": "perf", "arm": arm.name})
+    config = perf_config()
+
+    def tracked() -> float:
+        t0 = time.perf_counter()
+        logger = runner.child_run(exp, parent, arm, "perf/trial", config, {"phase": "tune"})
+        result = fit(config, reporter=logger)
+        runner.record(logger, result)
+        logger.finish("FINISHED")
+        return time.perf_counter() - t0
+
+    def plain() -> float:
+        t0 = time.perf_counter()
+        fit(config)
+        return time.perf_counter() - t0
+
+    plain(), tracked()  # warm-up: imports, first DB connection, dataset cache
+    with_mlflow, without = [], []
+    for _ in range(repeats):
+        without.append(plain())
+        with_mlflow.append(tracked())
+    parent.finish()
+    ratio = statistics.median(with_mlflow) / statistics.median(without)
+    return {"trial_s_with_mlflow": statistics.median(with_mlflow), "trial_s_without": statistics.median(without),
+            "ratio": ratio, "target": TARGET_LOGGING_RATIO, "met": ratio <= TARGET_LOGGING_RATIO,
+            "repeats": repeats, "epochs": config.epochs, "store": "sqlite (WAL) + local artifacts"}
+
+
+def plain_loop_seconds(config: RunConfig) -> tuple[float, int]:
+    """The same training as `fit(config)` written as a bare PyTorch loop; returns (seconds, steps)."""
+    seed_everything(config.seed)
+    data = load_dataset(config.dataset, config.data_seed, **config.data_args)
+    model_p, optim_p, _, train_p = split_params(config)
+    module = MODELS.get(config.model).factory(data, None, **model_p)
+    opt = torch.optim.SGD(module.parameters(), lr=optim_p["lr"], momentum=0.0)
+    batches = TensorBatches(data.train.x, data.train.y, train_p["batch_size"], shuffle=True, seed=config.seed)
+    steps = 0
+    module.train()
+    t0 = time.perf_counter()
+    for _ in range(config.epochs):
+        for x, y, _w in batches:
+            opt.zero_grad(set_to_none=True)
+            loss = module.training_loss(x, y)
+            loss.backward()
+            opt.step()
+            steps += 1
+        module.evaluate(data.val)  # fit evaluates once per epoch too
+    return time.perf_counter() - t0, steps
+
+
+def step_overhead(repeats: int) -> dict:
+    config = perf_config(epochs=30)
+    fit(config), plain_loop_seconds(config)  # warm-up
+    fits, plains, steps = [], [], 0
+    for _ in range(repeats):
+        t_plain, steps = plain_loop_seconds(config)
+        plains.append(t_plain)
+        result = fit(config)
+        fits.append(result.wall_time_s)
+        assert result.steps == steps, (result.steps, steps)
+    t_fit, t_plain = statistics.median(fits), statistics.median(plains)
+    overhead_ms = (t_fit - t_plain) / steps * 1e3
+    return {"steps": steps, "fit_s": t_fit, "plain_s": t_plain, "fit_ms_per_step": t_fit / steps * 1e3,
+            "plain_ms_per_step": t_plain / steps * 1e3, "overhead_ms_per_step": overhead_ms,
+            "target_ms": TARGET_STEP_OVERHEAD_MS, "met": overhead_ms <= TARGET_STEP_OVERHEAD_MS,
+            "repeats": repeats, "threads": torch.get_num_threads()}
+
+
+def main(out: Path, repeats: int = 5) -> int:
+    out.mkdir(parents=True, exist_ok=True)
+    report: dict = {"host": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
+                    "versions": {k: v for k, v in provenance().items() if k.startswith("version.")}}
+    with tempfile.TemporaryDirectory() as tmp:
+        report["mlflow_logging"] = logging_ratio(repeats, Path(tmp))
+    report["step_overhead"] = step_overhead(repeats)
+    try:
+        from bench.perf_pruning import measure_pruning
+    except ImportError:
+        measure_pruning = None
+    if measure_pruning is not None:
+        report["pruning"] = measure_pruning(out)
+    (out / "perf.json").write_text(json.dumps(report, indent=2, default=str))
+    (out / "perf.md").write_text(render(report))
+    print(render(report))
+    return 0
+
+
+def render(r: dict) -> str:
+    m, s = r["mlflow_logging"], r["step_overhead"]
+    ok = lambda b: "met" if b else "NOT met"  # noqa: E731
+    lines = [
+        "# bench perf", "", f"Host: {r['host']}", "",
+        "| measure | value | target |", "|---|---|---|",
+        f"| trial time with MLflow ÷ without ({m['epochs']} epochs, median of {m['repeats']}) | "
+        f"{m['ratio']:.3f} ({m['trial_s_with_mlflow']:.3f} s / {m['trial_s_without']:.3f} s) | "
+        f"≤ {m['target']} ({ok(m['met'])}) |",
+        f"| per-step overhead of fit over a plain PyTorch loop ({s['steps']} steps) | "
+        f"{s['overhead_ms_per_step']:.3f} ms ({s['fit_ms_per_step']:.3f} vs {s['plain_ms_per_step']:.3f} ms/step) | "
+        f"≤ {s['target_ms']} ms ({ok(s['met'])}) |",
+    ]
+    if "pruning" in r and isinstance(r["pruning"], dict):
+        lines += ["", "## Pruning", "", "```", json.dumps(r["pruning"], indent=2, default=str), "```"]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(Path("results/perf")))
