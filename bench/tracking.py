@@ -10,6 +10,7 @@ commit cheap and lets readers (the UI, `bench report`) work while a study writes
 from __future__ import annotations
 
 import functools
+import json
 import os
 import platform
 import re
@@ -130,18 +131,18 @@ class Tracker:
         if parent_id:
             all_tags["mlflow.parentRunId"] = parent_id
         run = self.client.create_run(experiment_id, run_name=name, tags=all_tags)
-        return RunLogger(self.client, run.info.run_id)
+        return RunLogger(self.client, run.info.run_id, run.info.artifact_uri)
 
     def resume_run(self, run_id: str) -> RunLogger:
         self.client.update_run(run_id, status="RUNNING")
-        return RunLogger(self.client, run_id)
+        return RunLogger(self.client, run_id, self.client.get_run(run_id).info.artifact_uri)
 
 
 class RunLogger:
     """One MLflow run with buffered metrics; also usable as a `train.fit` reporter."""
 
-    def __init__(self, client: MlflowClient, run_id: str, flush_every_s: float = 5.0) -> None:
-        self.client, self.run_id = client, run_id
+    def __init__(self, client: MlflowClient, run_id: str, artifact_uri: str = "", flush_every_s: float = 5.0) -> None:
+        self.client, self.run_id, self.artifact_uri = client, run_id, artifact_uri
         self.flush_every_s = flush_every_s
         self._metrics: list[Metric] = []
         self._params: list[Param] = []
@@ -165,7 +166,14 @@ class RunLogger:
         self._tags.extend(RunTag(k, str(v)) for k, v in tags.items())
 
     def log_dict(self, data: Any, path: str) -> None:
-        self.client.log_dict(self.run_id, data, path)
+        """JSON artifact. Local artifact stores get a direct file write (~0.1 ms instead of ~8 ms
+        through the artifact repository, which matters once per trial)."""
+        if self.artifact_uri.startswith("file://"):
+            target = Path(urlsplit(self.artifact_uri).path) / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(json.dumps(data, indent=2, default=str))
+        else:
+            self.client.log_dict(self.run_id, data, path)
 
     def flush(self) -> None:
         metrics, params, tags = self._metrics, self._params, self._tags
