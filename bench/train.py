@@ -26,9 +26,9 @@ from bench.data import load_dataset
 from bench.data.batches import TensorBatches
 from bench.models import MODELS
 from bench.models.base import BenchModule
-from bench.optim import OPTIMIZERS, SCHEDULES
+from bench.optim import OPTIMIZERS, SCHEDULES, regularization, schedules
 from bench.optim.schedules import lambda_scheduler
-from bench.spec import RunConfig, hparams_for
+from bench.spec import RunConfig, direction_of, hparams_for
 
 # Called after every epoch with (epoch, metrics); a returned string stops the run as 'pruned'.
 Reporter = Callable[[int, dict[str, float]], "str | None"]

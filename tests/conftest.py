@@ -1,0 +1,45 @@
+"""Shared fixtures: temporary MLflow + Optuna stores and a CLI runner bound to them."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+REPO = Path(__file__).resolve().parent.parent
+STUDIES = REPO / "studies"
+
+
+@dataclass
+class Stores:
+    root: Path
+
+    @property
+    def tracking_uri(self) -> str:
+        return f"sqlite:///{self.root}/mlflow.db"
+
+    @property
+    def storage(self) -> str:
+        return str(self.root / "optuna.journal")
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results"
+
+    def flags(self) -> list[str]:
+        return ["--storage", self.storage, "--tracking-uri", self.tracking_uri, "--results-dir", str(self.results)]
+
+    def run(self, *args: str) -> int:
+        """`bench <args>` against these stores (store flags appended for run/report)."""
+        extra = self.flags() if args and args[0] in ("run", "report") else []
+        return main([*args, *extra])
+
+
+@pytest.fixture
+def stores(tmp_path: Path) -> Stores:
+    return Stores(tmp_path)
