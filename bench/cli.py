@@ -15,11 +15,13 @@ def _store_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", help="Optuna storage: optuna.journal (default), journal:PATH, sqlite:///F, postgresql://...")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     p.add_argument("--results-dir", default="results", help="reports go to RESULTS_DIR/<study>/ (default results)")
-    p.add_argument("--quick", action="store_true", help="use the study file's [quick] budgets (stored as <study>-quick)")
+    p.add_argument("--quick", action="store_true",
+                   help="use the study file's [quick] budgets (stored as <study>-quick)")
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="bench", description="Optimizer benchmark studies: Optuna -> Lightning -> MLflow.")
+    ap = argparse.ArgumentParser(
+        prog="bench", description="Optimizer benchmark studies: Optuna -> Lightning -> MLflow.")
     sub = ap.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="tune every arm, evaluate the best configs on K seeds, write the report")

@@ -13,7 +13,6 @@ Writes results/perf/perf.json and results/perf/perf.md.
 from __future__ import annotations
 
 import json
-import math
 import platform
 import statistics
 import tempfile

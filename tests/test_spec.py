@@ -90,7 +90,8 @@ def test_bad_study_files_get_one_line_errors_naming_the_field(tmp_path, change, 
 
 
 def test_empty_search_space_is_rejected(tmp_path):
-    message = error_of(tmp_path, VALID.replace("space = { lr = { low = 1e-4, high = 1e-2, log = true } }", "space = {}"))
+    no_space = VALID.replace("space = { lr = { low = 1e-4, high = 1e-2, log = true } }", "space = {}")
+    message = error_of(tmp_path, no_space)
     assert message == "arms[2].space: empty search space: nothing to tune"
 
 

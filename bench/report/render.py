@@ -61,16 +61,18 @@ def markdown(result: StudyResult, table: pd.DataFrame, figure: Path | None, out_
             f"{row['trials_failed']} | {row['diverged_evals']} |"
         )
     lines += ["", "CI: two-sided Student-t interval over the eval seeds (n-1 degrees of freedom).", "",
-              "## Best hyper-parameters", "", "| arm | best trial | parameters | MLflow parent run |", "|---|---|---|---|"]
+              "## Best hyper-parameters", "",
+              "| arm | best trial | parameters | MLflow parent run |", "|---|---|---|---|"]
     for _, row in table.iterrows():
         lines.append(f"| {row['arm']} | {row['best_trial']} | `{row['best_params']}` | `{row['parent_run_id']}` |")
     if figure is not None:
         lines += ["", "## Learning curves", "", f"![learning curves]({figure.relative_to(out_dir).as_posix()})"]
     prov = result.provenance
-    versions = ", ".join(f"{k.removeprefix('version.')} {v}" for k, v in sorted(prov.items()) if k.startswith("version."))
+    versions = ", ".join(f"{k.removeprefix('version.')} {v}" for k, v in sorted(prov.items())
+                         if k.startswith("version."))
     lines += [
         "", "## Provenance", "",
-        f"- generated: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- generated: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- git: {prov.get('git_sha', '?')} (dirty: {prov.get('git_dirty', '?')})",
         f"- device: {prov.get('device', '?')}; host: {prov.get('host', '?')}; Python {prov.get('python', '?')}",
         f"- versions: {versions}",

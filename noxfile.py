@@ -1,0 +1,55 @@
+"""Workflows of the suite. `nox -l` lists them; arguments after `--` pass through."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["lint", "tests"]
+QUICKSTART = "studies/quickstart.toml"
+
+
+def install(session: nox.Session, extras: str = "") -> None:
+    session.install("-e", f".{extras}", "-c", "constraints.txt")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the whole test suite (pytest; pass -m 'not slow' to skip end-to-end studies)."""
+    install(session, "[test]")
+    session.run("pytest", *(session.posargs or ["-q"]))
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Ruff lint of the package, tests and this file."""
+    session.install("ruff", "-c", "constraints.txt")
+    session.run("ruff", "check", "bench", "tests", "noxfile.py")
+
+
+@nox.session
+def study(session: nox.Session) -> None:
+    """Run a study file end to end (default: the quickstart) and write its report to results/."""
+    install(session)
+    session.run("bench", "run", *(session.posargs or [QUICKSTART]))
+
+
+@nox.session
+def report(session: nox.Session) -> None:
+    """Rebuild a study's report from the MLflow and Optuna stores only."""
+    install(session)
+    session.run("bench", "report", *(session.posargs or [QUICKSTART]))
+
+
+@nox.session
+def perf(session: nox.Session) -> None:
+    """Overhead benchmarks measured side by side; writes results/perf/."""
+    install(session)
+    session.run("bench", "perf", *session.posargs)
+
+
+@nox.session
+def train(session: nox.Session) -> None:
+    """One training run logged to MLflow, e.g. nox -s train -- --model mlp --dataset digits --optimizer adam."""
+    install(session)
+    session.run("bench", "train", *session.posargs)
