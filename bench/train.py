@@ -161,7 +161,9 @@ def fit(config: RunConfig, reporter: Reporter | None = None) -> RunResult:
         accelerator="gpu" if device.type == "cuda" else "cpu",
         devices=config.devices,
         max_epochs=config.epochs,
-        accumulate_grad_batches=accumulate,
+        # Lightning refuses accumulate_grad_batches under manual optimization (the GAN); such models
+        # accumulate full-batch chunks themselves from the batch weights and batches.accumulate.
+        accumulate_grad_batches=accumulate if module.automatic_optimization else 1,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=config.progress_bar,

@@ -21,7 +21,7 @@ SEQ_TASKS = ("reverse", "sort", "copy")
     summary="seeded teacher-network regression: x ~ N(0, I), y = sigmoid-net(x) + noise; default 1000 -> 10",
     task="regression",
     args=(
-        HParam("n_samples", "int", 3000, "number of examples", low=30),
+        HParam("n_samples", "int", 4000, "number of examples", low=30),
         HParam("n_features", "int", 1000, "input dimension", low=1),
         HParam("n_targets", "int", 10, "output dimension", low=1),
         HParam("teacher_hidden", "int", 16, "hidden sigmoid units of the random teacher network", low=1),
@@ -66,7 +66,7 @@ def sequence_targets(x: np.ndarray, seq_task: str, copy_offset: int) -> np.ndarr
     summary="seeded algorithmic seq2seq tasks on random tokens: reverse, sort, copy (rotated by an offset)",
     task="sequence",
     args=(
-        HParam("seq_task", "str", "reverse", "the mapping from input to target tokens", choices=SEQ_TASKS),
+        HParam("seq_task", "str", "sort", "the mapping from input to target tokens", choices=SEQ_TASKS),
         HParam("seq_len", "int", 8, "tokens per input (and target) sequence", low=1),
         HParam("vocab_size", "int", 10, "distinct data tokens (ids 0 .. vocab_size-1)", low=2),
         HParam("copy_offset", "int", 0, "copy task: target is the input rotated left by this many positions",

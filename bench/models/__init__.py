@@ -9,4 +9,4 @@ from bench.registry import Registry
 
 MODELS = Registry("model")
 
-from bench.models import linear, mlp  # noqa: E402,F401  (registration side effects)
+from bench.models import autoencoder, cnn, gan, linear, mlp, sigmoid_net, transformer  # noqa: E402,F401  (registration side effects)

@@ -1,0 +1,82 @@
+"""`cnn`: small convolutional classifier — conv blocks, optional residual connections and batch norm.
+
+Each block is conv3x3 -> [BN] -> ReLU -> conv3x3 -> [BN] (+ skip when `residual`, with a 1x1
+projection when the width changes) -> ReLU; blocks after the first start with a 2x2 max-pool while
+the feature map is at least 4x4. A global average pool and one linear layer give the logits, so
+the same network takes digits as 1x8x8 images (`digits_images`) and MNIST-size 1x28x28 images from
+local files (`idx_images`, or `file_multiclass` with an (N, 28, 28) npz array).
+Loss: cross-entropy; metrics loss, acc. Cost on 2 CPU cores: ~0.5 s per digits epoch (default widths).
+
+Batch norm and full-batch GD: BGD feeds the whole training set as one chunk when it fits under
+`bgd_max_chunk` (digits does), so the batch statistics are full-set statistics; with several chunks
+each chunk normalizes with its own statistics, as gradient accumulation always does.
+
+Reference (measured): see REFERENCE below.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from bench.data import DataBundle
+from bench.hparams import HParam
+from bench.models import MODELS
+from bench.models.base import SupervisedModule
+from bench.models.mlp import parse_widths
+
+REFERENCE = "TBD"
+
+
+class ConvBlock(nn.Module):
+    """Two 3x3 convolutions with optional batch norm and an optional residual connection."""
+
+    def __init__(self, c_in: int, c_out: int, *, residual: bool, batch_norm: bool) -> None:
+        super().__init__()
+        norm = (lambda c: nn.BatchNorm2d(c)) if batch_norm else (lambda c: nn.Identity())
+        # Bias is redundant right before batch norm (BN's shift replaces it).
+        self.body = nn.Sequential(
+            nn.Conv2d(c_in, c_out, 3, padding=1, bias=not batch_norm), norm(c_out), nn.ReLU(),
+            nn.Conv2d(c_out, c_out, 3, padding=1, bias=not batch_norm), norm(c_out),
+        )
+        self.skip = None
+        if residual:
+            self.skip = nn.Identity() if c_in == c_out else nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, bias=not batch_norm), norm(c_out))
+        self.act = nn.ReLU()
+
+    def forward(self, x):
+        out = self.body(x)
+        return self.act(out + self.skip(x) if self.skip is not None else out)
+
+
+@MODELS.register(
+    "cnn",
+    summary="small CNN: conv blocks (optional residual, batch norm on/off), global pool, linear head",
+    tasks=("multiclass", "binary"),
+    hparams=(
+        HParam("cnn_channels", "str", "16-32", "output channels per conv block, separated by '-'"),
+        HParam("residual", "bool", False, "add identity/1x1-projection skip connections to each block"),
+        HParam("batch_norm", "bool", True, "batch normalization after each convolution"),
+    ),
+    default_dataset="digits_images",
+    reference=REFERENCE,
+)
+class CNN(SupervisedModule):
+    def __init__(self, data: DataBundle, configure_optim=None, label_smoothing: float = 0.0, *,
+                 cnn_channels: str = "16-32", residual: bool = False, batch_norm: bool = True):
+        if len(data.input_shape) != 3:
+            raise ValueError(f"cnn needs (C, H, W) images, got input shape {data.input_shape}: "
+                             "use digits_images, idx_images or an (N, H, W) npz file")
+        widths = parse_widths(cnn_channels)
+        if not widths:
+            raise ValueError("cnn_channels needs at least one block width, e.g. '16-32'")
+        c, h, w = data.input_shape
+        layers: list[nn.Module] = []
+        for i, width in enumerate(widths):
+            if i > 0 and min(h, w) >= 4:  # downsample between blocks while the map is large enough
+                layers.append(nn.MaxPool2d(2))
+                h, w = h // 2, w // 2
+            layers.append(ConvBlock(c, width, residual=residual, batch_norm=batch_norm))
+            c = width
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, data.n_outputs)]
+        super().__init__(nn.Sequential(*layers), data, configure_optim, label_smoothing)
