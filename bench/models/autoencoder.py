@@ -8,7 +8,10 @@ so a dense autoencoder with no hidden layers is a linear autoencoder (PCA's subs
 Metrics: loss = mse = mean squared reconstruction error per input feature (on standardized
 features for `digits`). Cost on 2 CPU cores: ~0.2 s per digits epoch.
 
-Reference (measured): see REFERENCE below.
+Reference (measured, torch 2.13 CPU; Adam lr=1e-3 defaults, batch 64, dense 128, code 16, seed 0, data
+seed 0): 20 epochs on digits_images -> val/mse 0.0130, test/mse 0.0125 (pixels in [0, 1]; still
+falling). On standardized `digits` features the same MSE is dominated by rare pixels whose tiny
+training std inflates them in val/test, hence the [0, 1] images as default data.
 """
 
 from __future__ import annotations
@@ -25,7 +28,10 @@ from bench.models import MODELS
 from bench.models.base import EVAL_CHUNK, BenchModule
 from bench.models.mlp import parse_widths
 
-REFERENCE = "TBD"
+REFERENCE = (
+    "measured: adam lr=1e-3 (defaults), batch 64, 20 epochs on digits_images (dense 128, code 16), seed 0: "
+    "val/mse 0.0130, test/mse 0.0125 (pixels in [0, 1])"
+)
 
 
 def dense_coder(shape: tuple[int, ...], widths: list[int], code_size: int) -> tuple[nn.Module, nn.Module]:

@@ -11,7 +11,8 @@ Batch norm and full-batch GD: BGD feeds the whole training set as one chunk when
 `bgd_max_chunk` (digits does), so the batch statistics are full-set statistics; with several chunks
 each chunk normalizes with its own statistics, as gradient accumulation always does.
 
-Reference (measured): see REFERENCE below.
+Reference (measured, torch 2.13 CPU; Adam lr=1e-3 defaults, batch 64, default widths 16-32 with batch
+norm, seed 0, data seed 0): 10 epochs on digits_images -> val/acc 0.978, test/acc 0.986.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from bench.models import MODELS
 from bench.models.base import SupervisedModule
 from bench.models.mlp import parse_widths
 
-REFERENCE = "TBD"
+REFERENCE = (
+    "measured: adam lr=1e-3 (defaults), batch 64, 10 epochs on digits_images, seed 0: val/acc 0.978, test/acc 0.986"
+)
 
 
 class ConvBlock(nn.Module):

@@ -1,5 +1,12 @@
 """`gan`: generator + discriminator (MLPs) with BCE losses, trained by Lightning manual optimization.
 
+G: latent -> [Linear -> BatchNorm (gan_batch_norm) -> ReLU] per hidden width -> Linear -> sigmoid
+(when the data lies in [0, 1], as digits_images does; linear otherwise). D: [Linear -> LeakyReLU(0.2)]
+per hidden width -> one logit. In training, D's inputs (real and generated) get Gaussian instance
+noise of std gan_instance_noise (0.2 by default): without it D separates the exact zeros of real
+digit borders from any sigmoid output and wins (measured in a plain loop, Adam lr 1e-3, batch 64:
+MMD 0.43 after 4000 steps without noise and batch norm, 0.07 after 3000 steps with both).
+
 Both networks get the arm's optimizer and schedule (the optimizer is injected twice through
 `_configure_optim`); the discriminator's learning rate is `lr * gan_lr_ratio`, the generator's
 `lr`, so the D/G balance is a tunable hyper-parameter instead of a hidden choice. Lightning does
@@ -12,9 +19,10 @@ exact gradient of its full-set objective. D's objective is the mean over all N t
 plus the mean over N generated samples; fit feeds the set as `accumulate` contiguous chunks of at
 most `bgd_max_chunk` examples with weights w = chunk * accumulate / N, and this model backpropagates
 loss * w / accumulate = loss * chunk / N per chunk, steps D after the last chunk, then runs the G
-objective over N fresh noise vectors in chunks of the same sizes and steps G. The noise for a step
-is drawn as one (N, latent) matrix and sliced per chunk, so the result does not depend on the
-chunk size (tested). (Lightning's accumulate_grad_batches is refused under manual optimization;
+objective over N fresh noise vectors in chunks of the same sizes and steps G. Each update's latent
+and instance noise is drawn whole (N rows) and sliced per chunk, so the result does not depend on
+the chunk size (tested, with gan_batch_norm off: batch norm normalizes per chunk, as in any
+gradient accumulation). (Lightning's accumulate_grad_batches is refused under manual optimization;
 train.fit passes 1 for such models and they accumulate themselves.) Mini-batch optimizers (SGD,
 Adam, Adagrad) take one D and one G step per batch. `steps` counts both (2 per update round).
 
@@ -30,9 +38,13 @@ unbiased (it can dip slightly below 0 when the distributions are close); (4) the
 come from a fixed noise seed and the bandwidths from the real split only, so the yardstick is
 deterministic for given weights and does not move with the generator; (5) no download or
 pretrained feature network is needed (unlike FID). Measured on digits_images, val split (359
-images): real training images vs val give MMD ≈ REAL_FLOOR (the floor), an untrained generator
-≈ UNTRAINED; see REFERENCE for a trained one. Also reported: d_loss, g_loss on the split, and
-loss = d_loss + g_loss (train/loss is the same sum averaged over the epoch's steps).
+images): 359 real training images vs val give -0.0007 (the floor; two disjoint halves: -0.0018),
+the untrained generator 1.66, the mean training image plus small noise 0.47, a single digit class
+0.59, and Adam with its defaults after 60 epochs 0.240 (test split 0.239; `mmd` still falling).
+tests/test_zoo.py checks that training separates from the untrained generator on this metric.
+At most MMD_MAX_SAMPLES real and generated samples are scored (O(n^2) kernel matrices).
+Also reported: d_loss, g_loss on the split (no instance noise), and loss = d_loss + g_loss
+(train/loss is the same sum averaged over the epoch's updates).
 """
 
 from __future__ import annotations
@@ -49,7 +61,10 @@ from bench.models import MODELS
 from bench.models.base import BenchModule
 from bench.models.mlp import parse_widths
 
-REFERENCE = "TBD"
+REFERENCE = (
+    "measured: adam lr=1e-3 (defaults) for G and D (gan_lr_ratio 1), batch 64, 60 epochs on digits_images, "
+    "seed 0: val/mmd 0.240, test/mmd 0.239 (untrained generator 1.66, real-vs-real floor |mmd| < 0.002)"
+)
 EVAL_NOISE_SEED = 12345  # fixed noise for evaluation samples: the metric is a function of the weights
 MMD_SCALES = (0.5, 1.0, 2.0)
 MMD_MAX_SAMPLES = 2000

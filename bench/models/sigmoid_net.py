@@ -6,8 +6,10 @@ This is the origin document's "two-layer sigmoid net" (1000 inputs -> 10 outputs
 task is realizable up to the label noise). It also trains on scikit-learn's `diabetes`.
 Metrics: loss (= MSE on standardized targets), mse, r2. Cost: ~0.1 s per epoch on 2 CPU cores.
 
-Reference (measured, torch 2.13 CPU, 2 cores): Adam lr=1e-3 (betas 0.9/0.999, eps 1e-8), batch 64,
-REFERENCE_EPOCHS epochs, seed 0, data seed 0 -> see REFERENCE below.
+Reference (measured, torch 2.13 CPU; Adam lr=1e-3, betas 0.9/0.999, eps 1e-8, batch 64, seed 0, data
+seed 0, 30 epochs): synthetic_regression val/mse 0.261 (val/r2 0.738; the best, 0.253, comes near
+epoch 16 and the 2400-example training set is then over-fitted), test/mse 0.266; diabetes val/mse
+0.559 (val/r2 0.415, still improving at 30 epochs).
 """
 
 from __future__ import annotations
@@ -21,7 +23,11 @@ from bench.hparams import HParam
 from bench.models import MODELS
 from bench.models.base import SupervisedModule
 
-REFERENCE = "TBD"
+REFERENCE = (
+    "measured: adam lr=1e-3 (defaults), batch 64, 30 epochs on synthetic_regression (1000 -> 10, 4000 samples), "
+    "seed 0: val/mse 0.261 (val/r2 0.738; best 0.253 near epoch 16, then over-fits), test/mse 0.266; "
+    "on diabetes: val/mse 0.559 (r2 0.415, still improving)"
+)
 
 
 @MODELS.register(
