@@ -81,6 +81,7 @@ def conv_coder(shape: tuple[int, ...], code_size: int, c1: int = 16, c2: int = 3
     ),
     default_dataset="digits_images",
     reference=REFERENCE,
+    objective="val/mse",  # the natural study objective (metrics without acc need it set)
 )
 class Autoencoder(BenchModule):
     def __init__(self, data: DataBundle, configure_optim=None, *, code_size: int = 16, ae_hidden: str = "128",

@@ -63,6 +63,7 @@ class ConvBlock(nn.Module):
     ),
     default_dataset="digits_images",
     reference=REFERENCE,
+    objective="val/acc",  # the natural study objective (metrics without acc need it set)
 )
 class CNN(SupervisedModule):
     def __init__(self, data: DataBundle, configure_optim=None, label_smoothing: float = 0.0, *,

@@ -105,6 +105,7 @@ def mmd2_unbiased(x: torch.Tensor, y: torch.Tensor, bandwidths: tuple[float, ...
     ),
     default_dataset="digits_images",
     reference=REFERENCE,
+    objective="val/mmd",  # the natural study objective (metrics without acc need it set)
 )
 class GAN(BenchModule):
     def __init__(self, data: DataBundle, configure_optim=None, *, gan_latent: int = 16,
@@ -191,8 +192,15 @@ class GAN(BenchModule):
                 out[name] = torch.randn(n, *self.shape, device=device) * self.instance_noise
         return out
 
+    def _penalty(self) -> torch.Tensor | float:
+        """Regularization penalties injected by fit (absent on a bare module): added once per update
+        to D's loss (only D's gradients survive: G's are reset before its pass) and to G's (D frozen)."""
+        return sum((penalty(self) for penalty in getattr(self, "loss_penalties", ())), 0.0)
+
     def training_step(self, batch: tuple, batch_idx: int) -> None:
         x, _, weight = batch
+        for transform in getattr(self, "batch_transforms", ()):  # augmentation of the real data only
+            x = transform(x)
         acc, total = self._accumulation(batch_idx, len(x))
         opt_g, opt_d = self.optimizers()
         sched_g, sched_d = self.lr_schedulers()
@@ -206,7 +214,7 @@ class GAN(BenchModule):
             fake = self.generator(noise["z_d"])
         d_loss = self.d_loss(x, fake, noise.get("real"), noise.get("fake"))
         # weight / acc = chunk / N under full batch (exact full-set mean), 1 for mini-batches.
-        self.manual_backward(d_loss * (weight / acc))
+        self.manual_backward((d_loss + self._penalty()) * (weight / acc))
         self._d_sum = self._d_sum.to(x.device) + d_loss.detach() * len(x)
         self._d_count += len(x)
         self.samples_seen += len(x)
@@ -226,7 +234,7 @@ class GAN(BenchModule):
         for size in sizes:
             rows = slice(start, start + size)
             g_loss = self.g_loss(noise["z_g"][rows], noise["g"][rows] if "g" in noise else None)
-            self.manual_backward(g_loss * (size / n))
+            self.manual_backward((g_loss + self._penalty()) * (size / n))
             g_total = g_total + g_loss.detach() * size
             start += size
         self.discriminator.requires_grad_(True)

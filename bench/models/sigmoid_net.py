@@ -37,6 +37,7 @@ REFERENCE = (
     hparams=(HParam("sigmoid_hidden", "int", 64, "hidden sigmoid units", low=1),),
     default_dataset="synthetic_regression",
     reference=REFERENCE,
+    objective="val/mse",  # the natural study objective (metrics without acc need it set)
 )
 class SigmoidNet(SupervisedModule):
     def __init__(self, data: DataBundle, configure_optim=None, label_smoothing: float = 0.0, *,

@@ -46,6 +46,7 @@ REFERENCE = (
     ),
     default_dataset="sequences",
     reference=REFERENCE,
+    objective="val/seq_acc",  # the natural study objective (metrics without acc need it set)
 )
 class Transformer(BenchModule):
     def __init__(self, data: DataBundle, configure_optim=None, *, d_model: int = 64, n_heads: int = 4,
