@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bench.data import DATASETS, dataset_args
 from bench.models import MODELS
-from bench.optim import OPTIMIZERS, SCHEDULES
+from bench.optim import OPTIMIZERS, REGULARIZERS, SCHEDULES
 from bench.spec import TRAINING_HPARAMS
 from bench.tuning.samplers import PRUNERS, SAMPLERS
 
@@ -36,6 +36,14 @@ def render() -> str:
     for e in SCHEDULES:
         out.append(f"  {e.name:<12} {e.summary}")
         out += _hp_lines(e.meta["hparams"])
+    out.append("regularizers (list them per arm: regularizers = [\"l2\", \"dropout\"]):")
+    for e in REGULARIZERS:
+        out.append(f"  {e.name:<16} changes {e.meta['changes']:<8} {e.summary}")
+        out.append(f"      how: {e.meta['how']}")
+        for name, value in e.meta["borrows"].items():
+            space = f"  search {e.meta['space'][name].describe()}" if name in e.meta["space"] else ""
+            out.append(f"      {name:<26} (switched on; default when listed {value!r}){space}")
+        out += _hp_lines(e.meta["hparams"], e.meta["space"])
     out.append("training loop:")
     out += _hp_lines(TRAINING_HPARAMS)
     out.append("samplers: " + ", ".join(f"{e.name} ({e.summary})" for e in SAMPLERS))

@@ -20,9 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from bench.data import DATASETS, resolve_args
 from bench.hparams import Dist, HParam
 from bench.models import MODELS
-from bench.optim import OPTIMIZERS, SCHEDULES
+from bench.optim import OPTIMIZERS, REGULARIZERS, SCHEDULES, regularization
 from bench.registry import Registry
-from bench.tuning.samplers import PRUNERS, SAMPLERS
+from bench.tuning.samplers import PRUNERS, SAMPLERS, grid_points, grid_size
 
 # Knobs of the training loop itself (owned by neither model nor optimizer).
 TRAINING_HPARAMS = (
@@ -44,12 +44,14 @@ def direction_of(metric: str) -> Literal["minimize", "maximize"]:
     return "maximize" if metric.rsplit("/", 1)[-1] in MAXIMIZED_METRICS else "minimize"
 
 
-def hparams_for(model: str, optimizer: str, schedule: str) -> dict[str, HParam]:
-    """Every hyper-parameter a run of this (model, optimizer, schedule) accepts, by name."""
+def hparams_for(model: str, optimizer: str, schedule: str, regularizers: tuple[str, ...] | list[str] = ()
+                ) -> dict[str, HParam]:
+    """Every hyper-parameter a run of this (model, optimizer, schedule, regularizers) accepts, by name."""
     owned: list[HParam] = [
         *MODELS.get(model).meta["hparams"],
         *OPTIMIZERS.get(optimizer).meta["hparams"],
         *SCHEDULES.get(schedule).meta["hparams"],
+        *regularization.own_hparams(regularizers),
         *TRAINING_HPARAMS,
     ]
     if OPTIMIZERS.get(optimizer).meta["full_batch"]:
@@ -58,23 +60,30 @@ def hparams_for(model: str, optimizer: str, schedule: str) -> dict[str, HParam]:
 
 
 def resolve_params(
-    model: str, optimizer: str, schedule: str, given: dict[str, Any]
+    model: str, optimizer: str, schedule: str, given: dict[str, Any], regularizers: tuple[str, ...] | list[str] = ()
 ) -> dict[str, Any]:
-    """Fill defaults for every declared hyper-parameter; reject unknown names and bad values."""
-    declared = hparams_for(model, optimizer, schedule)
-    for name, value in given.items():
+    """Fill defaults for every declared hyper-parameter; reject unknown names and bad values.
+    A listed regularizer that switches on another component's knob (l2 -> weight_decay) supplies
+    that knob's default."""
+    declared = hparams_for(model, optimizer, schedule, regularizers)
+    for name in given:
         if name not in declared:
             raise KeyError(
-                f"{name}: not a hyper-parameter of {model}/{optimizer}/{schedule} "
+                f"{name}: not a hyper-parameter of {_owners(model, optimizer, schedule, regularizers)} "
                 f"(known: {', '.join(sorted(declared))})"
             )
+    defaults = {**{k: hp.default for k, hp in declared.items()}, **regularization.borrowed_defaults(regularizers)}
     out = {}
     for name, hp in declared.items():
         try:
-            out[name] = hp.check(given[name]) if name in given else hp.default
+            out[name] = hp.check(given[name]) if name in given else defaults[name]
         except ValueError as err:
             raise ValueError(f"{name}: {err}") from None
     return out
+
+
+def _owners(model: str, optimizer: str, schedule: str, regularizers: tuple[str, ...] | list[str] = ()) -> str:
+    return "/".join([model, optimizer, schedule, *regularizers])
 
 
 class RunConfig(BaseModel):
@@ -86,6 +95,7 @@ class RunConfig(BaseModel):
     dataset: str
     optimizer: str
     schedule: str = "constant"
+    regularizers: tuple[str, ...] = ()  # names in REGULARIZERS, applied together
     params: dict[str, Any] = Field(default_factory=dict)  # resolved hyper-parameters
     data_args: dict[str, Any] = Field(default_factory=dict)
     data_seed: int = 0
@@ -102,14 +112,23 @@ class RunConfig(BaseModel):
         payload = json.dumps(self.model_dump(), sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
+    @field_validator("regularizers")
+    @classmethod
+    def _regularizers(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for name in v:
+            _known(REGULARIZERS, name)
+        if len(set(v)) != len(v):
+            raise ValueError(f"regularizers listed twice: {list(v)}")
+        return v
+
     @classmethod
     def build(cls, *, model: str, dataset: str, optimizer: str, schedule: str = "constant",
               params: dict[str, Any] | None = None, data_args: dict[str, Any] | None = None,
-              **rest: Any) -> RunConfig:
+              regularizers: tuple[str, ...] | list[str] = (), **rest: Any) -> RunConfig:
         """Resolve defaults of params and dataset arguments, then freeze."""
         return cls(
-            model=model, dataset=dataset, optimizer=optimizer, schedule=schedule,
-            params=resolve_params(model, optimizer, schedule, params or {}),
+            model=model, dataset=dataset, optimizer=optimizer, schedule=schedule, regularizers=tuple(regularizers),
+            params=resolve_params(model, optimizer, schedule, params or {}, regularizers),
             data_args=resolve_args(dataset, data_args or {}),
             **rest,
         )
@@ -136,6 +155,9 @@ class TuningSpec(Strict):
     n_startup_trials: int = Field(5, ge=0, description="TPE random start-up trials")
     pruner_startup_trials: int = Field(3, ge=0, description="trials finished before pruning starts")
     pruner_warmup_epochs: int = Field(1, ge=0, description="epochs of each trial never pruned")
+    pruner_percentile: float = Field(25.0, gt=0, lt=100, description="percentile pruner: keep trials above this")
+    pruner_reduction_factor: int = Field(3, ge=2, description="successive halving / hyperband: keep 1/rf per rung")
+    pruner_min_epochs: int = Field(1, ge=1, description="successive halving / hyperband: first rung, in epochs")
     max_failed_trials: int = Field(3, ge=0, description="failures tolerated per arm before giving up")
 
     @field_validator("sampler")
@@ -169,10 +191,16 @@ class ArmSpec(Strict):
     model: str | None = None
     dataset: str | None = None
     schedule: str | None = None
+    regularizers: list[str] | None = None  # default: the study's `regularizers`
+    sampler: str | None = None  # default: tuning.sampler (compare samplers on the same arm)
+    pruner: str | None = None  # default: tuning.pruner
     params: dict[str, Any] = Field(default_factory=dict)  # fixed values
-    space: dict[str, Dist] | None = None  # replaces the optimizer's default space when given
+    space: dict[str, Dist] | None = None  # replaces the default space (optimizer + regularizers) when given
 
     _optimizer = field_validator("optimizer")(lambda v: _known(OPTIMIZERS, v))
+    _sampler = field_validator("sampler")(lambda v: v if v is None else _known(SAMPLERS, v))
+    _pruner = field_validator("pruner")(lambda v: v if v is None else _known(PRUNERS, v))
+    _regs = field_validator("regularizers")(lambda v: v if v is None else [_known(REGULARIZERS, r) for r in v])
 
     @field_validator("name")
     @classmethod
@@ -182,12 +210,42 @@ class ArmSpec(Strict):
         return v
 
 
+class FactorialSpec(Strict):
+    """Cross factors into arms: every (optimizer, schedule, regularizer level) is one arm with its
+    own tuning budget, named `optimizer+schedule+regs` from the factors given (a level may be
+    "none", one name, "l2+dropout" or a list). `space` entries are added to every cell's default
+    space where the cell declares them (so `momentum` is tuned for sgd/bgd cells only)."""
+
+    optimizers: list[str] = Field(min_length=1)
+    schedules: list[str] | None = None
+    regularizers: list[str | list[str]] | None = None
+    space: dict[str, Dist] = Field(default_factory=dict)
+
+    _optimizers = field_validator("optimizers")(lambda v: [_known(OPTIMIZERS, o) for o in v])
+    _schedules = field_validator("schedules")(lambda v: v if v is None else [_known(SCHEDULES, s) for s in v])
+
+    @field_validator("regularizers")
+    @classmethod
+    def _levels(cls, v: list[str | list[str]] | None) -> list[str | list[str]] | None:
+        for level in v or []:
+            for name in regularizer_level(level):
+                _known(REGULARIZERS, name)
+        return v
+
+
+def regularizer_level(level: str | list[str]) -> list[str]:
+    """'none' -> [], 'l2' -> ['l2'], 'l2+dropout' or ['l2', 'dropout'] -> ['l2', 'dropout']."""
+    names = level if isinstance(level, list) else [p for p in level.split("+") if p]
+    return [] if names in (["none"], []) else list(names)
+
+
 class StudySpec(Strict):
     name: str
     description: str = ""
     model: str
     dataset: str
     schedule: str = "constant"
+    regularizers: list[str] = Field(default_factory=list)  # default for arms that list none
     data_args: dict[str, Any] = Field(default_factory=dict)
     data_seed: int = 0
     epochs: int = Field(10, ge=1)
@@ -197,9 +255,11 @@ class StudySpec(Strict):
     tuning: TuningSpec = TuningSpec()
     eval: EvalSpec = EvalSpec()
     quick: QuickSpec = QuickSpec()
-    arms: list[ArmSpec] = Field(min_length=1)
+    factorial: FactorialSpec | None = None
+    arms: list[ArmSpec] = Field(default_factory=list)  # explicit arms; factorial cells are added after them
 
     _model = field_validator("model")(lambda v: _known(MODELS, v))
+    _regs = field_validator("regularizers")(lambda v: [_known(REGULARIZERS, r) for r in v])
     _dataset = field_validator("dataset")(lambda v: _known(DATASETS, v))
     _schedule = field_validator("schedule")(lambda v: _known(SCHEDULES, v))
 
@@ -214,8 +274,11 @@ class StudySpec(Strict):
     def _arms(self) -> StudySpec:
         seen: set[str] = set()
         used_shared: set[str] = set()  # shared params apply to the arms that declare them
-        for i, arm in enumerate(self.arms):
-            where = f"arms[{i}]"
+        all_arms = self.all_arms()
+        if not all_arms:
+            raise _FieldError("arms", "required (or a [factorial] table)")
+        for i, arm in enumerate(all_arms):
+            where = f"arms[{i}]" if i < len(self.arms) else f"factorial[{self.arm_name(arm)}]"
             model = arm.model or self.model
             dataset = arm.dataset or self.dataset
             schedule = arm.schedule or self.schedule
@@ -230,13 +293,19 @@ class StudySpec(Strict):
             if name in seen:
                 raise _FieldError(f"{where}.name", f"duplicate arm name '{name}'")
             seen.add(name)
-            declared = hparams_for(model, arm.optimizer, schedule)
+            regs = self.arm_regularizers(arm)
+            declared = hparams_for(model, arm.optimizer, schedule, regs)
+            try:
+                regularization.check(regs, declared=declared, task=task)
+            except ValueError as err:
+                raise _FieldError(f"{where}.regularizers", str(err)) from None
             fixed = self.arm_fixed(arm)
             space = self.arm_space(arm)
             for key, source in [*((k, "params") for k in arm.params), *((k, "space") for k in space)]:
                 if key not in declared:
-                    raise _FieldError(f"{where}.{source}.{key}", f"not a hyper-parameter of {model}/{arm.optimizer}/"
-                                      f"{schedule} (known: {', '.join(sorted(declared))})")
+                    raise _FieldError(f"{where}.{source}.{key}", f"not a hyper-parameter of "
+                                      f"{_owners(model, arm.optimizer, schedule, regs)} "
+                                      f"(known: {', '.join(sorted(declared))})")
             used_shared.update(k for k in self.params if k in declared)
             for key, value in fixed.items():
                 try:
@@ -250,6 +319,15 @@ class StudySpec(Strict):
                     d.check_against(declared[key])
                 except ValueError as err:
                     raise _FieldError(f"{where}.space.{key}", str(err)) from None
+            if self.arm_sampler(arm) == "grid":
+                try:
+                    points = grid_points(space, {k: declared[k].kind for k in space})
+                except ValueError as err:
+                    key, msg = str(err).split(": ", 1)
+                    raise _FieldError(f"{where}.space.{key}", msg) from None
+                if grid_size(points) < self.tuning.n_trials:
+                    raise _FieldError(f"{where}", f"the grid sampler has {grid_size(points)} points but "
+                                      f"tuning.n_trials = {self.tuning.n_trials}: refine the grid or lower n_trials")
             try:
                 resolve_args(dataset, self.data_args)
             except (KeyError, ValueError) as err:
@@ -257,24 +335,67 @@ class StudySpec(Strict):
         for key in self.params:
             if key not in used_shared:
                 raise _FieldError(f"params.{key}", "not a hyper-parameter of any arm's model/optimizer/schedule")
+        if self.factorial is not None:
+            cells = all_arms[len(self.arms):]
+            for key in self.factorial.space:
+                if not any(key in self.arm_space(c) for c in cells):
+                    raise _FieldError(f"factorial.space.{key}", "not a hyper-parameter of any factorial cell")
         objective = self.objective_metric()
         if not re.fullmatch(r"val/[a-z_0-9]+", objective):
             raise _FieldError("objective", f"{objective!r}: must be a validation metric like 'val/acc'")
         return self
 
     # --- derived values --------------------------------------------------------------------
+    def all_arms(self) -> list[ArmSpec]:
+        """Explicit arms, then one arm per factorial cell (optimizer-major order)."""
+        out = list(self.arms)
+        f = self.factorial
+        if f is None:
+            return out
+        schedules = f.schedules or [None]
+        levels = [regularizer_level(lv) for lv in f.regularizers] if f.regularizers is not None else [None]
+        for optimizer in f.optimizers:
+            for schedule in schedules:
+                for regs in levels:
+                    parts = [optimizer, *([schedule] if schedule else []), *(regs or [])]
+                    cell = ArmSpec(name="+".join(parts), optimizer=optimizer, schedule=schedule, regularizers=regs)
+                    if f.space:
+                        declared = hparams_for(self.model, optimizer, schedule or self.schedule,
+                                               regs if regs is not None else self.regularizers)
+                        extra = {k: d for k, d in f.space.items() if k in declared}
+                        cell = cell.model_copy(update={"space": {**self.arm_space(cell), **extra}})
+                    out.append(cell)
+        return out
+
     def arm_name(self, arm: ArmSpec) -> str:
         return arm.name or arm.optimizer
 
+    def arm_regularizers(self, arm: ArmSpec) -> tuple[str, ...]:
+        return tuple(arm.regularizers if arm.regularizers is not None else self.regularizers)
+
+    def arm_sampler(self, arm: ArmSpec) -> str:
+        return arm.sampler or self.tuning.sampler
+
+    def arm_pruner(self, arm: ArmSpec) -> str:
+        return arm.pruner or self.tuning.pruner
+
     def arm_fixed(self, arm: ArmSpec) -> dict[str, Any]:
         """Fixed values for an arm: shared params it declares, then its own; tuned ones excluded."""
-        declared = hparams_for(arm.model or self.model, arm.optimizer, arm.schedule or self.schedule)
+        declared = hparams_for(arm.model or self.model, arm.optimizer, arm.schedule or self.schedule,
+                               self.arm_regularizers(arm))
         shared = {k: v for k, v in self.params.items() if k in declared}
         space = self.arm_space(arm)
         return {k: v for k, v in {**shared, **arm.params}.items() if k not in space}
 
     def arm_space(self, arm: ArmSpec) -> dict[str, Dist]:
-        return dict(arm.space) if arm.space is not None else dict(OPTIMIZERS.get(arm.optimizer).meta["space"])
+        """The arm's `space` when given; else the optimizer's, schedule's and regularizers' defaults."""
+        if arm.space is not None:
+            return dict(arm.space)
+        return {
+            **OPTIMIZERS.get(arm.optimizer).meta["space"],
+            **SCHEDULES.get(arm.schedule or self.schedule).meta.get("space", {}),
+            **regularization.default_space(self.arm_regularizers(arm)),
+        }
 
     def objective_metric(self) -> str:
         if self.objective:

@@ -75,7 +75,9 @@ def split_params(config: RunConfig) -> tuple[dict, dict, dict, dict]:
         {hp.name for hp in OPTIMIZERS.get(config.optimizer).meta["hparams"]},
         {hp.name for hp in SCHEDULES.get(config.schedule).meta["hparams"]},
     )
-    declared = hparams_for(config.model, config.optimizer, config.schedule)
+    # Regularizers' own knobs (l1_strength, ...) land in the training group; the ones they borrow
+    # (weight_decay, dropout) stay with their owners.
+    declared = hparams_for(config.model, config.optimizer, config.schedule, config.regularizers)
     params = {**{k: hp.default for k, hp in declared.items()}, **config.params}
     model_p, optim_p, sched_p = ({k: params[k] for k in g} for g in groups)
     train_p = {k: v for k, v in params.items() if not any(k in g for g in groups)}
@@ -105,6 +107,9 @@ class _Run:
     status: Status = "completed"
     reason: str = ""
     start: float = field(default_factory=time.perf_counter)
+    # (multiplier, scheduler) per optimizer: run-dependent schedules (plateau) see each epoch's objective
+    schedulers: list[tuple] = field(default_factory=list)
+    stopper: regularization.EarlyStopping | None = None
 
     def epoch_end(self, trainer: pl.Trainer, module: BenchModule, epoch_time: float) -> None:
         epoch = len(self.history) + 1
@@ -123,6 +128,14 @@ class _Run:
         elif self.reporter is not None and (reason := self.reporter(epoch, metrics)):
             self.status, self.reason = "pruned", reason
             trainer.should_stop = True
+        else:
+            direction = direction_of(self.config.objective)
+            value = metrics.get(self.config.objective)
+            for multiplier, scheduler in self.schedulers:
+                schedules.epoch_end(multiplier, scheduler, value, direction)
+            if self.stopper is not None and (reason := self.stopper.update(epoch, value, direction, module)):
+                self.reason = reason  # still 'completed': a regular end chosen by the run itself
+                trainer.should_stop = True
 
 
 def fit(config: RunConfig, reporter: Reporter | None = None) -> RunResult:
@@ -144,6 +157,10 @@ def fit(config: RunConfig, reporter: Reporter | None = None) -> RunResult:
         batches = TensorBatches(data.train.x, data.train.y, train_p["batch_size"], shuffle=True,
                                 seed=config.seed)
     total_steps = config.epochs * math.ceil(len(batches) / accumulate)
+    regs = regularization.build(config.regularizers, train_p)
+    regularization.check_data(config.regularizers, data.input_shape, config.dataset)
+    run = _Run(config, reporter, data.val)
+    run.stopper = next((r for r in regs if isinstance(r, regularization.EarlyStopping)), None)
 
     def configure_optim(module: BenchModule, params=None, lr_scale: float = 1.0) -> dict:
         """The arm's optimizer + schedule over `params` (default: all of the module's).
@@ -151,12 +168,21 @@ def fit(config: RunConfig, reporter: Reporter | None = None) -> RunResult:
         kwargs = {**optim_p, "lr": optim_p["lr"] * lr_scale}
         optimizer = OPTIMIZERS.get(config.optimizer).factory(
             module.parameters() if params is None else params, **kwargs)
+        for reg in regs:
+            reg.wrap_optimizer(optimizer)  # before the scheduler, which wraps optimizer.step too
         multiplier = SCHEDULES.get(config.schedule).factory(**sched_p)
         scheduler = lambda_scheduler(optimizer, multiplier, total_steps)
+        run.schedulers.append((multiplier, scheduler))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     module = MODELS.get(config.model).factory(data, configure_optim, **model_p)
-    run = _Run(config, reporter, data.val)
+    for reg in regs:
+        reg.attach(module)
+        if regularization.overrides(reg, "penalty"):
+            module.loss_penalties.append(reg.penalty)
+        if regularization.overrides(reg, "transform"):
+            module.batch_transforms.append(reg.transform)
+    trainer_kwargs = {k: v for reg in regs for k, v in reg.trainer_kwargs().items()}
     trainer = pl.Trainer(
         accelerator="gpu" if device.type == "cuda" else "cpu",
         devices=config.devices,
@@ -171,14 +197,22 @@ def fit(config: RunConfig, reporter: Reporter | None = None) -> RunResult:
         num_sanity_val_steps=0,
         limit_val_batches=0,
         callbacks=[_EpochEnd(run)],
+        **trainer_kwargs,
     )
     trainer.fit(module, train_dataloaders=batches)
     wall = time.perf_counter() - run.start
 
     final = dict(run.history[-1]) if run.history else {}
+    extra: dict = {}
+    if run.stopper is not None and run.status != "diverged" and (best := run.stopper.restore(module)):
+        # The returned model is the best epoch's: report its metrics; the spent epochs, steps,
+        # samples and time stay the whole run's (early stopping is not free).
+        final.update({k: v for k, v in run.history[best - 1].items() if k.startswith(("val/", "train/"))})
+        final["best_epoch"] = float(best)
+        extra = {"best_epoch": best, "early_stopped": run.stopper.stopped_epoch is not None}
     if config.evaluate_test and run.status != "diverged":
         final.update({f"test/{k}": v for k, v in module.evaluate(data.test).items()})
-    value = final.get(config.objective)
+    value = final.get(config.objective) if run.status != "diverged" else None
     return RunResult(
         status=run.status,
         reason=run.reason,
@@ -190,4 +224,5 @@ def fit(config: RunConfig, reporter: Reporter | None = None) -> RunResult:
         wall_time_s=wall,
         device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         objective=value if value is not None and math.isfinite(value) else None,
+        extra=extra,
     )

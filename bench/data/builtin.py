@@ -12,10 +12,26 @@ from bench.hparams import HParam
     "digits",
     summary="scikit-learn 8x8 handwritten digits: 1797 images, 64 features, 10 classes",
     task="multiclass",
+    args=(HParam("train_fraction", "float", 1.0,
+                 "share of the training split kept (stratified, seeded): small values over-fit", low=0.01, high=1.0),),
 )
-def digits(seed: int) -> DataBundle:
+def digits(seed: int, train_fraction: float = 1.0) -> DataBundle:
     x, y = skd.load_digits(return_X_y=True)
-    return split_arrays(x, y, task="multiclass", seed=seed, name="digits", n_outputs=10)
+    bundle = split_arrays(x, y, task="multiclass", seed=seed, name="digits", n_outputs=10)
+    if train_fraction >= 1.0:
+        return bundle
+    # Val/test stay whole, so a smaller training set shows over-fitting (and regularization) honestly;
+    # standardization keeps the full training split's statistics (training rows only, no leak).
+    from dataclasses import replace
+
+    from sklearn.model_selection import train_test_split
+
+    from bench.data import Split
+
+    keep, _ = train_test_split(range(len(bundle.train)), train_size=train_fraction, random_state=seed,
+                               stratify=bundle.train.y.numpy())
+    keep = sorted(keep)
+    return replace(bundle, train=Split(bundle.train.x[keep], bundle.train.y[keep]))
 
 
 @DATASETS.register(

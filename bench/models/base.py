@@ -30,6 +30,9 @@ class BenchModule(pl.LightningModule):
         self._loss_sum = torch.zeros(())
         self._loss_count = 0
         self.samples_seen = 0
+        # Regularization hooks (filled by train.fit from bench/optim/regularization.py):
+        self.loss_penalties: list[Callable[[nn.Module], torch.Tensor]] = []  # added to the training loss
+        self.batch_transforms: list[Callable[[torch.Tensor], torch.Tensor]] = []  # training inputs only
 
     # Lightning sets `_current_fx_name` ~45 times per step and the loss tally changes every step;
     # nn.Module.__setattr__ spends ~5 us per call on Parameter/Module/buffer checks that plain
@@ -58,10 +61,15 @@ class BenchModule(pl.LightningModule):
 
     def training_step(self, batch: tuple, batch_idx: int) -> torch.Tensor:
         x, y, weight = batch
+        for transform in self.batch_transforms:
+            x = transform(x)
         loss = self.training_loss(x, y)
-        self._loss_sum = self._loss_sum.to(loss.device) + loss.detach() * len(x)
+        self._loss_sum = self._loss_sum.to(loss.device) + loss.detach() * len(x)  # data loss, penalties excluded
         self._loss_count += len(x)
         self.samples_seen += len(x)
+        for penalty in self.loss_penalties:
+            # Full-batch chunks: the weights sum to 1 over a step, so the penalty counts once per step.
+            loss = loss + penalty(self)
         return loss * weight if weight != 1.0 else loss
 
     def pop_train_loss(self) -> float:

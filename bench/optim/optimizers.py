@@ -12,6 +12,7 @@ Metadata:
 
 from __future__ import annotations
 
+import types
 from collections.abc import Iterable
 
 import torch
@@ -92,3 +93,35 @@ def _adagrad(params, *, lr: float, initial_accumulator_value: float, adagrad_eps
         params, lr=lr, lr_decay=0.0, weight_decay=weight_decay,
         initial_accumulator_value=initial_accumulator_value, eps=adagrad_eps,
     )
+
+
+def with_decoupled_weight_decay(optimizer: torch.optim.Optimizer, weight_decay: float) -> torch.optim.Optimizer:
+    """Decoupled weight decay (Loshchilov & Hutter, AdamW) for any optimizer, in place.
+
+    Each step first evaluates the closure (forward + backward, so gradients are taken at the
+    undecayed weights), then shrinks every parameter by w <- w * (1 - lr * weight_decay) with the
+    group's current (scheduled) lr, then applies the optimizer's own update. For Adam this is
+    exactly torch.optim.AdamW; unlike coupled L2 (`weight_decay`, added to the gradient) the decay
+    never passes through Adam's or Adagrad's per-coordinate scaling. Biases are decayed too, as
+    AdamW does by default.
+    """
+    if weight_decay == 0:
+        return optimizer
+    inner_step = optimizer.step
+
+    @torch.no_grad()
+    def step(self, closure=None):  # noqa: ANN001
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.mul_(1 - group["lr"] * weight_decay)
+        inner_step()
+        return loss
+
+    # A bound method (not a plain function): torch's LR schedulers re-wrap `step.__func__`.
+    optimizer.step = types.MethodType(step, optimizer)
+    return optimizer

@@ -37,6 +37,7 @@ class ArmResult:
     wall_time_s: float = float("nan")
     curves: dict[str, np.ndarray] = field(default_factory=dict)  # key -> (seeds, epochs)
     best_so_far: list[float] = field(default_factory=list)  # tuning curve, by trial number
+    importances: dict[str, float] = field(default_factory=dict)  # study user attr param_importances
 
 
 @dataclass
@@ -67,6 +68,7 @@ def collect(spec: StudySpec, *, tracking_uri: str, storage_url: str | None) -> S
             results.append(res)
             continue
         trials = study.get_trials(deepcopy=False)
+        res.importances = dict(study.user_attrs.get("param_importances") or {})
         res.trials_complete = sum(t.state == TrialState.COMPLETE for t in trials)
         res.trials_pruned = sum(t.state == TrialState.PRUNED for t in trials)
         res.trials_failed = sum(t.state == TrialState.FAIL for t in trials)

@@ -23,8 +23,8 @@ import optuna
 from optuna.trial import TrialState
 
 from bench.hparams import Dist
-from bench.spec import RunConfig, StudySpec, direction_of
-from bench.tracking import RunLogger, Tracker, flat_error, redact
+from bench.spec import RunConfig, StudySpec, direction_of, hparams_for
+from bench.tracking import WRITER, RunLogger, Tracker, flat_error, redact
 from bench.train import RunResult, fit
 from bench.tuning import samplers
 from bench.tuning.space import sample
@@ -47,25 +47,36 @@ class Arm:
     schedule: str
     fixed: dict[str, Any]
     space: dict[str, Dist]
+    regularizers: tuple[str, ...] = ()
+    sampler: str = "tpe"
+    pruner: str = "median"
 
     def config(self, spec: StudySpec, sampled: dict[str, Any], *, seed: int, evaluate_test: bool) -> RunConfig:
         return RunConfig.build(
             model=self.model, dataset=self.dataset, optimizer=self.optimizer, schedule=self.schedule,
-            params={**self.fixed, **sampled}, data_args=spec.data_args, data_seed=spec.data_seed,
+            regularizers=self.regularizers, params={**self.fixed, **sampled}, data_args=spec.data_args,
+            data_seed=spec.data_seed,
             seed=seed, epochs=spec.epochs, objective=spec.objective_metric(),
             evaluate_test=evaluate_test, accelerator=spec.accelerator,
         )
 
     def tags(self) -> dict[str, str]:
         return {"arm": self.name, "model": self.model, "dataset": self.dataset,
-                "optimizer": self.optimizer, "schedule": self.schedule}
+                "optimizer": self.optimizer, "schedule": self.schedule,
+                "regularizers": "+".join(self.regularizers) or "none"}
+
+    def kinds(self) -> dict[str, str]:
+        declared = hparams_for(self.model, self.optimizer, self.schedule, self.regularizers)
+        return {name: declared[name].kind for name in self.space}
 
 
 def arms(spec: StudySpec) -> list[Arm]:
+    """Explicit arms, then factorial cells (see StudySpec.all_arms)."""
     out = []
-    for a in spec.arms:
+    for a in spec.all_arms():
         out.append(Arm(spec.arm_name(a), a.model or spec.model, a.dataset or spec.dataset, a.optimizer,
-                       a.schedule or spec.schedule, spec.arm_fixed(a), spec.arm_space(a)))
+                       a.schedule or spec.schedule, spec.arm_fixed(a), spec.arm_space(a),
+                       spec.arm_regularizers(a), spec.arm_sampler(a), spec.arm_pruner(a)))
     return out
 
 
@@ -107,17 +118,20 @@ class StudyRunner:
     # --- Optuna --------------------------------------------------------------------------
     def optuna_study(self, arm: Arm) -> optuna.Study:
         t = self.spec.tuning
-        sampler, sampler_settings = samplers.build(samplers.SAMPLERS, t.sampler, seed=t.seed,
-                                                    n_startup_trials=t.n_startup_trials)
-        pruner, pruner_settings = samplers.build(samplers.PRUNERS, t.pruner, startup_trials=t.pruner_startup_trials,
-                                                  warmup_epochs=t.pruner_warmup_epochs)
+        grid = samplers.grid_points(arm.space, arm.kinds()) if arm.sampler == "grid" else None
+        sampler, sampler_settings = samplers.build(samplers.SAMPLERS, arm.sampler, seed=t.seed,
+                                                    n_startup_trials=t.n_startup_trials, grid=grid)
+        pruner, pruner_settings = samplers.build(
+            samplers.PRUNERS, arm.pruner, startup_trials=t.pruner_startup_trials, warmup_epochs=t.pruner_warmup_epochs,
+            percentile=t.pruner_percentile, reduction_factor=t.pruner_reduction_factor,
+            min_epochs=t.pruner_min_epochs, max_epochs=self.spec.epochs)
         study = optuna.create_study(storage=self.storage, study_name=optuna_study_name(self.spec, arm),
                                     direction=self.direction, sampler=sampler, pruner=pruner,
                                     load_if_exists=True)
         attrs = {
             "bench_study": self.spec.name, "arm": arm.name, "objective": self.spec.objective_metric(),
-            "sampler": t.sampler, "sampler_settings": sampler_settings,
-            "pruner": t.pruner, "pruner_settings": pruner_settings, "n_trials": t.n_trials,
+            "sampler": arm.sampler, "sampler_settings": sampler_settings,
+            "pruner": arm.pruner, "pruner_settings": pruner_settings, "n_trials": t.n_trials,
             "space": {k: d.model_dump(exclude_none=True) for k, d in arm.space.items()},
             "fixed": arm.fixed, **arm.tags(),
         }
@@ -138,10 +152,11 @@ class StudyRunner:
         t = self.spec.tuning
         logger = self.tracker.start_run(experiment_id, arm.name, {
             **tags, "optuna_study": study.study_name, "objective": self.spec.objective_metric(),
-            "sampler": t.sampler, "pruner": t.pruner, "optuna_storage": redact(self.storage_url or "optuna.journal"),
+            "sampler": arm.sampler, "pruner": arm.pruner,
+            "optuna_storage": redact(self.storage_url or "optuna.journal"),
             "study_file": self.study_file or "",
-            **{f"sampler.{k}": v for k, v in study.user_attrs["sampler_settings"].items()},
-            **{f"pruner.{k}": v for k, v in study.user_attrs["pruner_settings"].items()},
+            **{f"sampler.{k}": _tag(v) for k, v in study.user_attrs["sampler_settings"].items()},
+            **{f"pruner.{k}": _tag(v) for k, v in study.user_attrs["pruner_settings"].items()},
         })
         logger.log_params({f"space.{k}": d.describe() for k, d in arm.space.items()})
         logger.log_params({f"fixed.{k}": v for k, v in arm.fixed.items()})
@@ -186,13 +201,15 @@ class StudyRunner:
         try:
             self.recover_orphans(experiment_id, study)
             outcome = self.tune(experiment_id, arm, study, parent)
+            self.importance(study, parent)
             self.evaluate(experiment_id, arm, study, parent, outcome)
-        except KeyboardInterrupt:
-            parent.finish("KILLED")
+        except BaseException as err:
+            try:
+                WRITER.drain()  # close the trial runs already handed to the writer thread
+            finally:
+                parent.finish("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
             raise
-        except BaseException:
-            parent.finish("FAILED")
-            raise
+        WRITER.drain()
         parent.log_metrics({"trials_complete": outcome.complete, "trials_pruned": outcome.pruned,
                             "trials_failed": outcome.failed})
         if outcome.best_value is not None:
@@ -212,7 +229,7 @@ class StudyRunner:
                 self.tracker.client.set_terminated(run_id, "FAILED")
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
         for run in self.tracker.find_runs(experiment_id, {"study": self.spec.name}, status="RUNNING"):
-            if run.data.tags.get("phase") == "eval":
+            if run.data.tags.get("phase") in ("tune", "eval"):  # closed by nobody: its process died
                 self.tracker.client.set_tag(run.info.run_id, "error", "orphaned: its process died")
                 self.tracker.client.set_terminated(run.info.run_id, "FAILED")
 
@@ -232,8 +249,8 @@ class StudyRunner:
                 raise RuntimeError(f"arm '{arm.name}': {outcome.failed} trials failed "
                                    f"(max_failed_trials={t.max_failed_trials}); see the FAILED runs' 'error' tag")
             trial = study.ask()
-            self.progress("trial_start", {"arm": arm.name, "trial": trial.number, "done": outcome.complete + outcome.pruned,
-                                          "total": t.n_trials})
+            self.progress("trial_start", {"arm": arm.name, "trial": trial.number,
+                                          "done": outcome.complete + outcome.pruned, "total": t.n_trials})
             self.run_trial(experiment_id, arm, study, trial, parent)
             count()
             self.progress("trial_end", {"arm": arm.name, "done": outcome.complete + outcome.pruned,
@@ -246,7 +263,7 @@ class StudyRunner:
                   parent: RunLogger) -> None:
         logger = None
         try:
-            sampled = sample(trial, arm.space, arm.model, arm.optimizer, arm.schedule)
+            sampled = sample(trial, arm.space, arm.model, arm.optimizer, arm.schedule, arm.regularizers)
             config = arm.config(self.spec, sampled, seed=self.spec.tuning.seed, evaluate_test=False)
             logger = self.child_run(experiment_id, parent, arm, f"{arm.name}/trial-{trial.number:03d}", config, {
                 "phase": "tune", "optuna_study": study.study_name, "optuna_trial": trial.number})
@@ -261,18 +278,18 @@ class StudyRunner:
                     return None  # divergence is detected by fit itself
                 trial.report(value, epoch)
                 if trial.should_prune():
-                    return f"pruned by {self.spec.tuning.pruner} at epoch {epoch} ({objective}={value:.4g})"
+                    return f"pruned by {arm.pruner} at epoch {epoch} ({objective}={value:.4g})"
                 return None
 
             result = fit(config, reporter=report)
             self.record(logger, result)
             if result.status == "completed" and result.objective is not None:
-                logger.finish("FINISHED")
+                logger.finish("FINISHED", background=True)
                 study.tell(trial, result.objective)
             else:  # pruned or diverged: counts toward the budget, never selected
                 trial.set_user_attr("pruned_reason", f"{result.status}: {result.reason}")
                 logger.set_tags({"pruned": "true"})
-                logger.finish("KILLED")
+                logger.finish("KILLED", background=True)
                 study.tell(trial, state=TrialState.PRUNED)
         except KeyboardInterrupt:
             self._fail(study, trial, logger, "interrupted", "KILLED")
@@ -287,6 +304,20 @@ class StudyRunner:
             logger.set_tags({"error": reason})
             logger.finish(status)
         study.tell(trial, state=TrialState.FAIL)
+
+    def importance(self, study: optuna.Study, parent: RunLogger) -> dict[str, float]:
+        """fANOVA importance of each tuned parameter over the arm's COMPLETE trials (pruned ones have
+        no final value), stored as study user attrs `param_importances` + `importance_evaluator`
+        and as parent-run metrics `importance.<param>`. Fewer than 2 completed trials or a single
+        tuned value leave {} and the reason in `importance_note`."""
+        importances, note = param_importances(study)
+        for key, value in (("param_importances", importances), ("importance_evaluator", IMPORTANCE_EVALUATOR),
+                           ("importance_note", note)):
+            if study.user_attrs.get(key) != value:
+                study.set_user_attr(key, value)
+        if importances:
+            parent.log_metrics({f"importance.{k}": v for k, v in importances.items()})
+        return importances
 
     def evaluate(self, experiment_id: str, arm: Arm, study: optuna.Study, parent: RunLogger,
                  outcome: ArmOutcome) -> None:
@@ -320,6 +351,33 @@ class StudyRunner:
                 raise
             logger.finish("FINISHED")
             outcome.eval_run_ids.append(logger.run_id)
+
+
+# fANOVA (Hutter et al. 2014) on a random forest, every argument explicit (Optuna's default evaluator).
+IMPORTANCE_EVALUATOR = {"name": "fanova", "n_trees": 64, "max_depth": 64, "seed": 0, "normalize": True}
+
+
+def param_importances(study: optuna.Study) -> tuple[dict[str, float], str]:
+    """(importances summing to 1, note); ({}, reason) when they cannot be computed."""
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    if len(complete) < 2:
+        return {}, f"{len(complete)} completed trial(s): importance needs at least 2"
+    e = IMPORTANCE_EVALUATOR
+    evaluator = optuna.importance.FanovaImportanceEvaluator(n_trees=e["n_trees"], max_depth=e["max_depth"],
+                                                           seed=e["seed"])
+    try:
+        raw = optuna.importance.get_param_importances(study, evaluator=evaluator, normalize=e["normalize"])
+    except (ValueError, RuntimeError) as err:
+        return {}, flat_error(err)
+    values = {k: float(v) for k, v in raw.items()}
+    if not all(math.isfinite(v) for v in values.values()):
+        return {}, "tuned values did not vary the objective (importances undefined)"
+    return values, ""
+
+
+def _tag(value: Any) -> Any:
+    """MLflow tag values are scalars: settings such as a grid's search space go in as JSON."""
+    return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list, tuple)) else value
 
 
 def _best_value(study: optuna.Study) -> float | None:
