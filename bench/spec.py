@@ -86,6 +86,20 @@ def _owners(model: str, optimizer: str, schedule: str, regularizers: tuple[str, 
     return "/".join([model, optimizer, schedule, *regularizers])
 
 
+Strategy = Literal["auto", "ddp", "ddp_spawn", "fsdp", "deepspeed"]
+Precision = Literal["32-true", "64-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true"]
+EXECUTION_FIELDS = ("accelerator", "devices", "num_nodes", "strategy", "precision")
+
+
+def _strategy_available(strategy: str) -> str:
+    if strategy == "deepspeed":
+        import importlib.util
+
+        if importlib.util.find_spec("deepspeed") is None:
+            raise ValueError("'deepspeed' needs the deepspeed package (pip install deepspeed)")
+    return strategy
+
+
 class RunConfig(BaseModel):
     """Everything one training run depends on; frozen, JSON-serializable and hashed."""
 
@@ -104,13 +118,22 @@ class RunConfig(BaseModel):
     objective: str = "val/acc"
     evaluate_test: bool = False  # eval runs also score the held-out test split at the end
     accelerator: str = "auto"
-    devices: int = 1
+    devices: int = Field(1, ge=1)  # processes (CPU) or GPUs per node; > 1 trains in its own process group
+    num_nodes: int = Field(1, ge=1)
+    strategy: Strategy = "auto"
+    precision: Precision = "32-true"
     progress_bar: bool = False
+
+    @property
+    def world_size(self) -> int:
+        return self.devices * self.num_nodes
 
     def hash(self) -> str:
         """Short content hash: equal configs (same resolved values) get the same hash."""
         payload = json.dumps(self.model_dump(), sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+    _strategy = field_validator("strategy")(lambda v: _strategy_available(v))
 
     @field_validator("regularizers")
     @classmethod
@@ -196,6 +219,12 @@ class ArmSpec(Strict):
     pruner: str | None = None  # default: tuning.pruner
     params: dict[str, Any] = Field(default_factory=dict)  # fixed values
     space: dict[str, Dist] | None = None  # replaces the default space (optimizer + regularizers) when given
+    # Execution overrides (default: the study's), e.g. compare strategy "auto" vs "ddp" on one arm.
+    accelerator: str | None = None
+    devices: int | None = Field(None, ge=1)
+    num_nodes: int | None = Field(None, ge=1)
+    strategy: Strategy | None = None
+    precision: Precision | None = None
 
     _optimizer = field_validator("optimizer")(lambda v: _known(OPTIMIZERS, v))
     _sampler = field_validator("sampler")(lambda v: v if v is None else _known(SAMPLERS, v))
@@ -252,6 +281,10 @@ class StudySpec(Strict):
     objective: str | None = None  # default: val/acc for classification, val/mse for regression
     params: dict[str, Any] = Field(default_factory=dict)  # fixed values shared by every arm
     accelerator: str = "auto"
+    devices: int = Field(1, ge=1)
+    num_nodes: int = Field(1, ge=1)
+    strategy: Strategy = "auto"
+    precision: Precision = "32-true"
     tuning: TuningSpec = TuningSpec()
     eval: EvalSpec = EvalSpec()
     quick: QuickSpec = QuickSpec()
@@ -378,6 +411,10 @@ class StudySpec(Strict):
 
     def arm_pruner(self, arm: ArmSpec) -> str:
         return arm.pruner or self.tuning.pruner
+
+    def arm_execution(self, arm: ArmSpec) -> dict[str, Any]:
+        """accelerator / devices / num_nodes / strategy / precision of an arm (its own, else the study's)."""
+        return {k: getattr(arm, k) if getattr(arm, k) is not None else getattr(self, k) for k in EXECUTION_FIELDS}
 
     def arm_fixed(self, arm: ArmSpec) -> dict[str, Any]:
         """Fixed values for an arm: shared params it declares, then its own; tuned ones excluded."""

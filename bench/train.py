@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import time
 import warnings
@@ -63,9 +64,12 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(accelerator: str) -> torch.device:
+    """Where data lives: each rank of a torchrun-launched group uses its own local GPU."""
     if accelerator == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device("cuda" if accelerator == "gpu" else accelerator)
+        accelerator = "cuda" if torch.cuda.is_available() else "cpu"
+    if accelerator in ("gpu", "cuda"):
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device(accelerator)
 
 
 def split_params(config: RunConfig) -> tuple[dict, dict, dict, dict]:
@@ -113,19 +117,30 @@ class _Run:
 
     def epoch_end(self, trainer: pl.Trainer, module: BenchModule, epoch_time: float) -> None:
         epoch = len(self.history) + 1
+        # Under DDP every rank evaluates the whole (identical) val split; training loss and samples
+        # are per rank and are reduced here (mean of the ranks' means; sum of samples).
+        strategy = trainer.strategy
         metrics = {"train/loss": module.pop_train_loss()}
+        if trainer.world_size > 1:
+            metrics["train/loss"] = float(strategy.reduce(torch.tensor(metrics["train/loss"]), reduce_op="mean"))
         metrics.update({f"val/{k}": v for k, v in module.evaluate(self.val).items()})
         metrics["lr"] = trainer.optimizers[0].param_groups[0]["lr"]
         metrics["epoch_time_s"] = epoch_time
         metrics["steps"] = float(trainer.global_step)
-        metrics["samples"] = float(module.samples_seen)
+        metrics["samples"] = float(strategy.reduce(torch.tensor(float(module.samples_seen)), reduce_op="sum")
+                                   if trainer.world_size > 1 else module.samples_seen)
         metrics["wall_time_s"] = time.perf_counter() - self.start
         self.history.append(metrics)
         bad = [k for k in ("train/loss", "val/loss") if not math.isfinite(metrics[k])]
         if bad:
             self.status, self.reason = "diverged", f"{bad[0]}={metrics[bad[0]]} at epoch {epoch}"
             trainer.should_stop = True
-        elif self.reporter is not None and (reason := self.reporter(epoch, metrics)):
+            return
+        # Only rank 0 has a reporter (it talks to the stores); its decision reaches every rank.
+        reason = self.reporter(epoch, metrics) if self.reporter is not None else None
+        if trainer.world_size > 1:
+            reason = strategy.broadcast(reason, src=0)
+        if reason:
             self.status, self.reason = "pruned", reason
             trainer.should_stop = True
         else:
@@ -138,8 +153,15 @@ class _Run:
                 trainer.should_stop = True
 
 
-def fit(config: RunConfig, reporter: Reporter | None = None) -> RunResult:
-    """Train one configuration; never raises for divergence (status 'diverged' instead)."""
+def fit(config: RunConfig, reporter: Reporter | None = None, *, launched: bool = False) -> RunResult:
+    """Train one configuration; never raises for divergence (status 'diverged' instead).
+
+    A config with several devices/nodes trains in its own process group: call it through
+    `bench.tuning.executor.execute`, which starts `bench.worker` (launched=True) on every rank.
+    """
+    if config.world_size > 1 and not launched:
+        raise ValueError(f"devices={config.devices} x num_nodes={config.num_nodes} trains in its own process "
+                         "group: use bench.tuning.executor.execute (Lightning would re-run this script per rank)")
     seed_everything(config.seed)
     device = resolve_device(config.accelerator)
     data = load_dataset(config.dataset, config.data_seed, **config.data_args).to(device)
@@ -186,6 +208,9 @@ def fit(config: RunConfig, reporter: Reporter | None = None) -> RunResult:
     trainer = pl.Trainer(
         accelerator="gpu" if device.type == "cuda" else "cpu",
         devices=config.devices,
+        num_nodes=config.num_nodes,
+        strategy=config.strategy,
+        precision=config.precision,
         max_epochs=config.epochs,
         # Lightning refuses accumulate_grad_batches under manual optimization (the GAN); such models
         # accumulate full-batch chunks themselves from the batch weights and batches.accumulate.
@@ -203,13 +228,16 @@ def fit(config: RunConfig, reporter: Reporter | None = None) -> RunResult:
     wall = time.perf_counter() - run.start
 
     final = dict(run.history[-1]) if run.history else {}
-    extra: dict = {}
+    extra: dict = {"world_size": trainer.world_size, "strategy": config.strategy, "precision": config.precision}
+    if not full_batch:
+        # The global batch is fixed (each rank takes 1/world of it), so lr needs no scaling rule.
+        extra.update(effective_batch_size=train_p["batch_size"], lr_scaling="none (global batch fixed)")
     if run.stopper is not None and run.status != "diverged" and (best := run.stopper.restore(module)):
         # The returned model is the best epoch's: report its metrics; the spent epochs, steps,
         # samples and time stay the whole run's (early stopping is not free).
         final.update({k: v for k, v in run.history[best - 1].items() if k.startswith(("val/", "train/"))})
         final["best_epoch"] = float(best)
-        extra = {"best_epoch": best, "early_stopped": run.stopper.stopped_epoch is not None}
+        extra.update(best_epoch=best, early_stopped=run.stopper.stopped_epoch is not None)
     if config.evaluate_test and run.status != "diverged":
         final.update({f"test/{k}": v for k, v in module.evaluate(data.test).items()})
     value = final.get(config.objective) if run.status != "diverged" else None
@@ -220,7 +248,7 @@ def fit(config: RunConfig, reporter: Reporter | None = None) -> RunResult:
         final=final,
         epochs=len(run.history),
         steps=trainer.global_step,
-        samples=module.samples_seen,
+        samples=int(run.history[-1]["samples"]) if run.history else module.samples_seen,
         wall_time_s=wall,
         device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         objective=value if value is not None and math.isfinite(value) else None,

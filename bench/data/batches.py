@@ -7,7 +7,6 @@ whole set, which is what full-batch gradient descent (BGD) with a memory cap nee
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 
 import torch
@@ -41,20 +40,42 @@ class TensorBatches:
         self.epoch = 0
 
     def __len__(self) -> int:
-        return math.ceil(len(self.x) / self.batch_size)
+        return len(self._bounds(_rank_and_world()[1]))
+
+    def _bounds(self, world: int) -> list[tuple[int, int]]:
+        """Global batches as (start, stop); under DDP a tail smaller than the world joins the
+        previous batch, so every rank gets at least one example of every batch (and all ranks see
+        the same number of batches, which DDP needs to not hang)."""
+        n = len(self.x)
+        bounds = [(a, min(a + self.batch_size, n)) for a in range(0, n, self.batch_size)]
+        if world > 1 and len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < world:
+            bounds[-2:] = [(bounds[-2][0], n)]
+        return bounds
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, float]]:
         n = len(self.x)
+        rank, world = _rank_and_world()
         if self.shuffle:
             gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            order = torch.randperm(n, generator=gen).to(self.x.device)
+            order = torch.randperm(n, generator=gen).to(self.x.device)  # same on every rank
         self.epoch += 1
-        for start in range(0, n, self.batch_size):
-            stop = min(start + self.batch_size, n)
+        for start, stop in self._bounds(world):
+            # Under DDP each rank takes every world-th example of the global batch: the global
+            # (effective) batch size stays `batch_size`, so no learning-rate scaling is needed.
             if self.shuffle:
-                idx = order[start:stop]
+                idx = order[start + rank : stop : world]
                 xb, yb = self.x[idx], self.y[idx]
-            else:  # contiguous views, no copy
-                xb, yb = self.x[start:stop], self.y[start:stop]
-            weight = 1.0 if self.accumulate == 1 else (stop - start) * self.accumulate / n
+            else:  # strided views, no copy
+                xb, yb = self.x[start + rank : stop : world], self.y[start + rank : stop : world]
+            # Mean loss of this shard -> its share of the mean over the examples of one optimizer
+            # step (the whole set for chunked BGD); DDP averages over ranks, Lightning divides by
+            # `accumulate`: both are undone here, so every step uses the exact mean gradient.
+            step_examples = n if self.accumulate > 1 else stop - start
+            weight = len(xb) * world * self.accumulate / step_examples
             yield xb, yb, weight
+
+
+def _rank_and_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1

@@ -25,8 +25,9 @@ from optuna.trial import TrialState
 from bench.hparams import Dist
 from bench.spec import RunConfig, StudySpec, direction_of, hparams_for
 from bench.tracking import WRITER, RunLogger, Tracker, flat_error, redact
-from bench.train import RunResult, fit
+from bench.train import RunResult
 from bench.tuning import samplers
+from bench.tuning.executor import execute
 from bench.tuning.space import sample
 from bench.tuning.storage import open_storage
 
@@ -50,6 +51,7 @@ class Arm:
     regularizers: tuple[str, ...] = ()
     sampler: str = "tpe"
     pruner: str = "median"
+    execution: dict[str, Any] = field(default_factory=dict)  # accelerator, devices, strategy, ...
 
     def config(self, spec: StudySpec, sampled: dict[str, Any], *, seed: int, evaluate_test: bool) -> RunConfig:
         return RunConfig.build(
@@ -57,13 +59,14 @@ class Arm:
             regularizers=self.regularizers, params={**self.fixed, **sampled}, data_args=spec.data_args,
             data_seed=spec.data_seed,
             seed=seed, epochs=spec.epochs, objective=spec.objective_metric(),
-            evaluate_test=evaluate_test, accelerator=spec.accelerator,
+            evaluate_test=evaluate_test, **self.execution,
         )
 
     def tags(self) -> dict[str, str]:
         return {"arm": self.name, "model": self.model, "dataset": self.dataset,
                 "optimizer": self.optimizer, "schedule": self.schedule,
-                "regularizers": "+".join(self.regularizers) or "none"}
+                "regularizers": "+".join(self.regularizers) or "none",
+                "strategy": self.execution.get("strategy", "auto"), "devices": str(self.execution.get("devices", 1))}
 
     def kinds(self) -> dict[str, str]:
         declared = hparams_for(self.model, self.optimizer, self.schedule, self.regularizers)
@@ -76,7 +79,7 @@ def arms(spec: StudySpec) -> list[Arm]:
     for a in spec.all_arms():
         out.append(Arm(spec.arm_name(a), a.model or spec.model, a.dataset or spec.dataset, a.optimizer,
                        a.schedule or spec.schedule, spec.arm_fixed(a), spec.arm_space(a),
-                       spec.arm_regularizers(a), spec.arm_sampler(a), spec.arm_pruner(a)))
+                       spec.arm_regularizers(a), spec.arm_sampler(a), spec.arm_pruner(a), spec.arm_execution(a)))
     return out
 
 
@@ -178,11 +181,19 @@ class StudyRunner:
         logger.log_dict(config.model_dump(), "config.json")
         return logger
 
+    def context(self, logger: RunLogger, study: optuna.Study | None = None, trial: optuna.Trial | None = None,
+                pruner: str = "") -> dict[str, Any]:
+        """What rank 0 of a multi-process run needs to reach the same MLflow run and Optuna trial."""
+        return {"tracking_uri": self.tracker.uri, "run_id": logger.run_id, "storage": self.storage_url,
+                "study_name": study.study_name if study else None,
+                "trial_id": trial._trial_id if trial else None, "pruner": pruner}
+
     def record(self, logger: RunLogger, result: RunResult) -> None:
         """Final metrics and tags of a finished fit (per-epoch ones were logged as it ran)."""
         logger.log_metrics({k: v for k, v in result.final.items() if k.startswith("test/")}, step=result.epochs)
         logger.set_tags({"status": result.status, "device": result.device,
-                         "epochs_run": result.epochs, "steps": result.steps, "samples": result.samples})
+                         "epochs_run": result.epochs, "steps": result.steps, "samples": result.samples,
+                         **result.extra})  # world_size, strategy, effective batch, early stopping, ...
         if result.reason:
             logger.set_tags({"stop_reason": result.reason})
 
@@ -269,19 +280,8 @@ class StudyRunner:
                 "phase": "tune", "optuna_study": study.study_name, "optuna_trial": trial.number})
             trial.set_user_attr("mlflow_run_id", logger.run_id)
             trial.set_user_attr("config_hash", config.hash())
-            objective = self.spec.objective_metric()
-
-            def report(epoch: int, metrics: dict[str, float]) -> str | None:
-                logger(epoch, metrics)
-                value = metrics.get(objective)
-                if value is None or not math.isfinite(value):
-                    return None  # divergence is detected by fit itself
-                trial.report(value, epoch)
-                if trial.should_prune():
-                    return f"pruned by {arm.pruner} at epoch {epoch} ({objective}={value:.4g})"
-                return None
-
-            result = fit(config, reporter=report)
+            reporter = trial_reporter(logger, trial, config.objective, arm.pruner)
+            result = execute(config, reporter, context=self.context(logger, study, trial, arm.pruner))
             self.record(logger, result)
             if result.status == "completed" and result.objective is not None:
                 logger.finish("FINISHED", background=True)
@@ -343,7 +343,7 @@ class StudyRunner:
             logger = self.child_run(experiment_id, parent, arm, f"{arm.name}/seed-{k}", config, {
                 "phase": "eval", "best_trial": best.number, "optuna_study": study.study_name})
             try:
-                result = fit(config, reporter=logger)
+                result = execute(config, logger, context=self.context(logger))
                 self.record(logger, result)
             except BaseException as err:
                 logger.set_tags({"error": flat_error(err)})
@@ -378,6 +378,25 @@ def param_importances(study: optuna.Study) -> tuple[dict[str, float], str]:
 def _tag(value: Any) -> Any:
     """MLflow tag values are scalars: settings such as a grid's search space go in as JSON."""
     return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list, tuple)) else value
+
+
+def trial_reporter(logger: RunLogger | None, trial: optuna.Trial | None, objective: str,
+                   pruner: str) -> Callable[[int, dict[str, float]], str | None]:
+    """Per-epoch reporter of a tuning trial: buffer metrics for MLflow, report the objective to
+    Optuna, and return a stop reason when the pruner says so."""
+
+    def report(epoch: int, metrics: dict[str, float]) -> str | None:
+        if logger is not None:
+            logger(epoch, metrics)
+        value = metrics.get(objective)
+        if trial is None or value is None or not math.isfinite(value):
+            return None  # divergence is detected by fit itself
+        trial.report(value, epoch)
+        if trial.should_prune():
+            return f"pruned by {pruner} at epoch {epoch} ({objective}={value:.4g})"
+        return None
+
+    return report
 
 
 def _best_value(study: optuna.Study) -> float | None:

@@ -1,0 +1,108 @@
+"""Coordination of several worker processes (one machine or many) on one study.
+
+Trial slots and evaluation seeds are claimed under a study-wide lock, so budgets are exact:
+`n_trials` finished trials per arm and one FINISHED eval run per seed, none lost, none duplicated.
+
+- Journal file storage (one machine): an fcntl lock on `<journal>.lock`.
+- SQLite RDB storage (one machine): an fcntl lock on `<db>.lock`.
+- PostgreSQL (many machines): a session-level advisory lock (`pg_advisory_lock`).
+
+A worker is identified as `host:pid`; a RUNNING trial whose worker is on this host and no longer
+alive is an orphan. Across machines, RDB heartbeats (Optuna's `record_heartbeat` /
+`fail_stale_trials`) find trials whose worker went silent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import sqlalchemy
+
+from bench.tuning.storage import DEFAULT_STORAGE, is_rdb
+
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+HEARTBEAT_INTERVAL_S = 10
+GRACE_PERIOD_S = 60  # a RUNNING trial without a heartbeat for this long belongs to a dead worker
+
+
+def worker_alive(worker: str | None) -> bool:
+    """False only when we can tell: same host and the pid is gone."""
+    if not worker or ":" not in worker:
+        return False
+    host, pid = worker.rsplit(":", 1)
+    if host != socket.gethostname():
+        return True  # other machines: heartbeats decide
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):
+        return True
+    return True
+
+
+class StudyLock:
+    """Mutual exclusion between the workers of one study (see module docstring)."""
+
+    def __init__(self, storage_url: str | None, study_name: str) -> None:
+        url = storage_url or DEFAULT_STORAGE
+        self.url, self.study_name = url, study_name
+        self._engine = None
+        if url.startswith("postgresql"):
+            self._engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+            digest = hashlib.sha256(study_name.encode()).digest()
+            self._key = int.from_bytes(digest[:8], "big", signed=True)
+        else:
+            path = url.split("///", 1)[1] if is_rdb(url) else url.removeprefix("journal:")
+            self._path = Path(f"{path}.lock")
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        if self._engine is not None:
+            with self._engine.connect() as conn:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": self._key})
+                try:
+                    yield
+                finally:
+                    conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": self._key})
+            return
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self._path, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class Heartbeat:
+    """Records an RDB heartbeat for a running trial every HEARTBEAT_INTERVAL_S (no-op otherwise)."""
+
+    def __init__(self, storage: optuna.storages.BaseStorage, trial_id: int) -> None:
+        self._stop = threading.Event()
+        self._thread = None
+        if isinstance(storage, optuna.storages.RDBStorage) and storage.is_heartbeat_enabled():
+            storage.record_heartbeat(trial_id)
+            self._thread = threading.Thread(target=self._beat, args=(storage, trial_id), daemon=True)
+            self._thread.start()
+
+    def _beat(self, storage: optuna.storages.RDBStorage, trial_id: int) -> None:
+        while not self._stop.wait(HEARTBEAT_INTERVAL_S):
+            with contextlib.suppress(Exception):  # a missed beat is retried; the trial goes on
+                storage.record_heartbeat(trial_id)
+
+    def __enter__(self) -> Heartbeat:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()

@@ -1,0 +1,86 @@
+"""Where a run trains: in this process, or in its own process group for several devices.
+
+Optuna stays in the launcher (ask/tell); a run with `devices > 1` never trains in the launcher,
+because Lightning's DDP launcher would re-execute the launching script on every rank. Instead it
+is started as `python -m torch.distributed.run --standalone --nproc-per-node N -m bench.worker
+CONTEXT.json` (or plain `python -m bench.worker` for ddp_spawn, where Lightning spawns the ranks),
+in a new session so that an interrupt or a crash of one rank takes the whole group down and no
+process is left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench.spec import RunConfig
+from bench.train import Reporter, RunResult, fit
+
+TAIL_CHARS = 2000  # stderr kept for the error message of a failed multi-process run
+
+
+class LaunchError(RuntimeError):
+    """A multi-process run exited non-zero; the message ends with its stderr tail."""
+
+
+def needs_processes(config: RunConfig) -> bool:
+    return config.devices * config.num_nodes > 1
+
+
+def execute(config: RunConfig, reporter: Reporter | None = None, *, context: dict[str, Any] | None = None) -> RunResult:
+    """Train `config`. In-process with `reporter`; otherwise in a process group whose rank 0
+    builds its own reporter from `context` (tracking_uri, run_id, storage, study_name,
+    trial_id, pruner) so that metrics and pruning reach the same MLflow run and Optuna trial."""
+    if not needs_processes(config):
+        return fit(config, reporter=reporter)
+    return launch(config, context or {})
+
+
+def launch(config: RunConfig, context: dict[str, Any]) -> RunResult:
+    with tempfile.TemporaryDirectory(prefix="bench-run-") as tmp:
+        ctx_path, result_path = Path(tmp) / "context.json", Path(tmp) / "result.json"
+        ctx_path.write_text(json.dumps({**context, "config": config.model_dump(), "result_path": str(result_path)}))
+        if config.strategy == "ddp_spawn":
+            cmd = [sys.executable, "-m", "bench.worker", str(ctx_path)]
+        else:
+            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                   f"--nproc-per-node={config.devices}", "-m", "bench.worker", str(ctx_path)]
+        err_path = Path(tmp) / "stderr.txt"
+        with open(err_path, "w") as err:
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
+                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            try:
+                code = proc.wait()
+            except BaseException:
+                _kill_group(proc)
+                raise
+            finally:
+                _kill_group(proc)  # ranks that outlived a failed peer
+        if code != 0 or not result_path.exists():
+            tail = err_path.read_text()[-TAIL_CHARS:]
+            raise LaunchError(f"{config.devices}-process run exited with code {code}: {_last_error(tail)}")
+        data = json.loads(result_path.read_text())
+    return RunResult(**data)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+
+
+def _last_error(stderr: str) -> str:
+    """The most telling line of a worker's stderr (the last exception line), else its last line."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "Error" in line and ":" in line and not line.startswith(("File ", "raise ")):
+            return line[:500]
+    return lines[-1][:500] if lines else "no output"
