@@ -49,6 +49,7 @@ def _train(ctx: dict, strategy: str | None = None) -> int:
     from bench.spec import RunConfig
     from bench.tracking import RunLogger
     from bench.train import fit
+    from bench.tuning import samplers
     from bench.tuning.storage import open_storage
     from bench.tuning.study import trial_reporter
 
@@ -62,7 +63,9 @@ def _train(ctx: dict, strategy: str | None = None) -> int:
             logger = RunLogger(MlflowClient(ctx["tracking_uri"]), ctx["run_id"])
         trial = None
         if ctx.get("trial_id") is not None:
-            study = optuna.load_study(study_name=ctx["study_name"], storage=open_storage(ctx["storage"]))
+            pruner, _ = samplers.build(samplers.PRUNERS, ctx["pruner"], **ctx["pruner_args"])  # the arm's
+            study = optuna.load_study(study_name=ctx["study_name"], storage=open_storage(ctx["storage"]),
+                                      pruner=pruner)
             trial = optuna.Trial(study, ctx["trial_id"])
         reporter = trial_reporter(logger, trial, config.objective, ctx.get("pruner", ""))
     result = fit(config, reporter=reporter, launched=True)

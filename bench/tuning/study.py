@@ -119,15 +119,18 @@ class StudyRunner:
         self.direction = direction_of(spec.objective_metric())
 
     # --- Optuna --------------------------------------------------------------------------
+    def pruner_args(self) -> dict[str, Any]:
+        t = self.spec.tuning
+        return dict(startup_trials=t.pruner_startup_trials, warmup_epochs=t.pruner_warmup_epochs,
+                    percentile=t.pruner_percentile, reduction_factor=t.pruner_reduction_factor,
+                    min_epochs=t.pruner_min_epochs, max_epochs=self.spec.epochs)
+
     def optuna_study(self, arm: Arm) -> optuna.Study:
         t = self.spec.tuning
         grid = samplers.grid_points(arm.space, arm.kinds()) if arm.sampler == "grid" else None
         sampler, sampler_settings = samplers.build(samplers.SAMPLERS, arm.sampler, seed=t.seed,
                                                     n_startup_trials=t.n_startup_trials, grid=grid)
-        pruner, pruner_settings = samplers.build(
-            samplers.PRUNERS, arm.pruner, startup_trials=t.pruner_startup_trials, warmup_epochs=t.pruner_warmup_epochs,
-            percentile=t.pruner_percentile, reduction_factor=t.pruner_reduction_factor,
-            min_epochs=t.pruner_min_epochs, max_epochs=self.spec.epochs)
+        pruner, pruner_settings = samplers.build(samplers.PRUNERS, arm.pruner, **self.pruner_args())
         study = optuna.create_study(storage=self.storage, study_name=optuna_study_name(self.spec, arm),
                                     direction=self.direction, sampler=sampler, pruner=pruner,
                                     load_if_exists=True)
@@ -186,7 +189,7 @@ class StudyRunner:
         """What rank 0 of a multi-process run needs to reach the same MLflow run and Optuna trial."""
         return {"tracking_uri": self.tracker.uri, "run_id": logger.run_id, "storage": self.storage_url,
                 "study_name": study.study_name if study else None,
-                "trial_id": trial._trial_id if trial else None, "pruner": pruner}
+                "trial_id": trial._trial_id if trial else None, "pruner": pruner, "pruner_args": self.pruner_args()}
 
     def record(self, logger: RunLogger, result: RunResult) -> None:
         """Final metrics and tags of a finished fit (per-epoch ones were logged as it ran)."""
