@@ -12,7 +12,6 @@ import optuna
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
-from optuna.trial import TrialState
 
 from bench.spec import RunConfig
 from bench.train import fit

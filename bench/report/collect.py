@@ -15,7 +15,7 @@ from bench.tracking import Tracker
 from bench.tuning.storage import open_storage
 from bench.tuning.study import Arm, arms, optuna_study_name
 
-CURVE_KEYS = ("steps", "wall_time_s")  # x-axes besides the epoch
+CURVE_KEYS = ("steps", "samples", "wall_time_s", "lr")  # x-axes besides the epoch, and the applied lr
 
 
 @dataclass
@@ -24,12 +24,14 @@ class ArmResult:
     trials_complete: int = 0
     trials_pruned: int = 0
     trials_failed: int = 0
+    trials_diverged: int = 0  # pruned because the loss became non-finite (pruned_reason "diverged: ...")
     best_trial: int | None = None
     best_val: float | None = None
     best_params: dict = field(default_factory=dict)
     parent_run_id: str = ""
     eval_run_ids: list[str] = field(default_factory=list)
     test_values: list[float] = field(default_factory=list)  # one per eval seed that finished
+    test_seeds: list[int] = field(default_factory=list)  # the seed of each test value (pairs arms)
     diverged_evals: int = 0
     epochs: float = float("nan")  # means over eval seeds
     steps: float = float("nan")
@@ -38,6 +40,14 @@ class ArmResult:
     curves: dict[str, np.ndarray] = field(default_factory=dict)  # key -> (seeds, epochs)
     best_so_far: list[float] = field(default_factory=list)  # tuning curve, by trial number
     importances: dict[str, float] = field(default_factory=dict)  # study user attr param_importances
+    importance_note: str = ""  # why importances are missing, when they are
+    study: optuna.Study | None = None  # for Optuna's own figures
+    parent_tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def task(self) -> str:
+        """Arms are compared within a task (model on dataset); a study may span several."""
+        return f"{self.arm.model} on {self.arm.dataset}"
 
 
 @dataclass
@@ -69,9 +79,13 @@ def collect(spec: StudySpec, *, tracking_uri: str, storage_url: str | None) -> S
             continue
         trials = study.get_trials(deepcopy=False)
         res.importances = dict(study.user_attrs.get("param_importances") or {})
+        res.importance_note = str(study.user_attrs.get("importance_note") or "")
+        res.study = study
         res.trials_complete = sum(t.state == TrialState.COMPLETE for t in trials)
         res.trials_pruned = sum(t.state == TrialState.PRUNED for t in trials)
         res.trials_failed = sum(t.state == TrialState.FAIL for t in trials)
+        res.trials_diverged = sum(t.state == TrialState.PRUNED and
+                                  str(t.user_attrs.get("pruned_reason", "")).startswith("diverged") for t in trials)
         pick = max if direction == "maximize" else min
         best = None
         for t in sorted(trials, key=lambda t: t.number):
@@ -83,6 +97,9 @@ def collect(spec: StudySpec, *, tracking_uri: str, storage_url: str | None) -> S
             res.best_params = dict(study.best_trial.params)
         parents = tracker.find_runs(experiment_id, {"study": spec.name, "phase": "arm", "arm": arm.name})
         res.parent_run_id = parents[0].info.run_id if parents else ""
+        res.parent_tags = dict(parents[0].data.tags) if parents else {}
+        if res.parent_tags.get("study_file"):
+            provenance.setdefault("study_file", res.parent_tags["study_file"])
         if res.best_trial is None:
             results.append(res)
             continue
@@ -97,14 +114,15 @@ def collect(spec: StudySpec, *, tracking_uri: str, storage_url: str | None) -> S
                 res.diverged_evals += 1
                 continue
             res.test_values.append(run.data.metrics[test_metric])
+            res.test_seeds.append(int(run.data.tags["seed"]))
             for key in ("epochs", "steps", "samples"):
                 per_seed[key].append(float(run.data.tags.get(f"{key}_run" if key == "epochs" else key, "nan")))
             per_seed["wall_time_s"].append(run.data.metrics.get("wall_time_s", float("nan")))
             for key in curves:
                 history = sorted(tracker.client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)
                 curves[key].append([m.value for m in history])
-            provenance = {k: v for k, v in run.data.tags.items()
-                          if k.startswith(("version.", "git_", "python", "host", "device"))}
+            provenance.update({k: v for k, v in run.data.tags.items()
+                               if k.startswith(("version.", "git_", "python", "host", "device"))})
         for key, values in per_seed.items():
             setattr(res, key, float(np.mean(values)) if values else float("nan"))
         for key, rows in curves.items():

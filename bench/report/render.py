@@ -1,46 +1,82 @@
-"""Write `results/<study>/`: summary.csv, report.md and figures/ from a StudyResult."""
+"""Write `results/<study>/`: report.md, report.html (self-contained: figures inlined as base64,
+no network), summary.csv, pairwise.csv and figures/ (PNG) from a StudyResult.
+
+The HTML is converted from the Markdown text, so both show the same numbers, and both are built
+from the same tables as summary.csv / pairwise.csv (which the tests compare with MLflow).
+"""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
+import html
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
 
+from bench.report import figures as figs
 from bench.report.collect import StudyResult, params_json
-from bench.report.figures import learning_curves
-from bench.report.stats import mean_ci
+from bench.report.stats import ALPHA, mean_ci
+from bench.report.tables import PROFILE_TAUS, Analysis, analyse, final_validation, pairwise_frame
 
 
-def summary_table(result: StudyResult) -> pd.DataFrame:
+def summary_table(result: StudyResult, analysis: Analysis | None = None) -> pd.DataFrame:
+    """One row per arm (all tasks), best test mean first; the numbers of every report table."""
+    analysis = analysis or analyse(result)
     rows = []
     for a in result.arms:
         mean, low, high = mean_ci(a.test_values)
+        tt = analysis.to_target.get(a.arm.name, {})
         rows.append({
-            "arm": a.arm.name, "model": a.arm.model, "dataset": a.arm.dataset,
+            "arm": a.arm.name, "task": a.task, "model": a.arm.model, "dataset": a.arm.dataset,
             "optimizer": a.arm.optimizer, "schedule": a.arm.schedule,
             "regularizers": "+".join(a.arm.regularizers) or "none", "sampler": a.arm.sampler, "pruner": a.arm.pruner,
             "trials_complete": a.trials_complete, "trials_pruned": a.trials_pruned,
-            "trials_failed": a.trials_failed, "best_trial": a.best_trial,
+            "trials_failed": a.trials_failed, "trials_diverged": a.trials_diverged, "best_trial": a.best_trial,
             f"best_{result.objective}": a.best_val, "best_params": params_json(a.best_params),
             "test_metric": result.test_metric, "test_mean": mean, "test_ci95_low": low,
             "test_ci95_high": high, "eval_seeds": len(a.test_values), "diverged_evals": a.diverged_evals,
             "epochs": a.epochs, "steps": a.steps, "samples": a.samples, "wall_time_s": a.wall_time_s,
+            f"final_{result.objective}": final_validation(a, result.objective),
+            "target": analysis.targets[a.task].value if a.task in analysis.targets else math.nan,
+            **{f"target_{k}": tt.get(k, math.nan) for k in ("epochs", "steps", "samples", "wall_time_s")},
+            "method": analysis.methods.get(a.arm.name, a.arm.name),
             "parent_run_id": a.parent_run_id, "eval_run_ids": " ".join(a.eval_run_ids),
         })
     df = pd.DataFrame(rows)
     ascending = result.direction == "minimize"
-    return df.sort_values("test_mean", ascending=ascending, na_position="last").reset_index(drop=True)
+    return df.sort_values("test_mean", ascending=ascending, na_position="last", kind="stable").reset_index(drop=True)
 
 
 def _fmt(x: float, digits: int = 4) -> str:
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}g}"
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    if isinstance(x, float) and math.isinf(x):
+        return "not reached"
+    return f"{x:.{digits}g}"
 
 
-def markdown(result: StudyResult, table: pd.DataFrame, figure: Path | None, out_dir: Path) -> str:
+def _fmt_params(params: dict) -> str:
+    return ", ".join(f"{k}={_fmt(v) if isinstance(v, float) else v}" for k, v in sorted(params.items())) or "–"
+
+
+def _md_cell(text: str) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def _rel(path: Path | None, out_dir: Path) -> str:
+    return path.relative_to(out_dir).as_posix() if path is not None else ""
+
+
+def markdown(result: StudyResult, table: pd.DataFrame, analysis: Analysis, figures: dict, out_dir: Path) -> str:
     spec = result.spec
     t = spec.tuning
+    by_arm = {a.arm.name: a for a in result.arms}
+    rows = table.set_index("arm")
+    multi = len(analysis.tasks) > 1
     lines = [
         f"# Study `{spec.name}`", "",
         spec.description, "",
@@ -49,39 +85,159 @@ def markdown(result: StudyResult, table: pd.DataFrame, figure: Path | None, out_
         f"held-out test split ({result.test_metric}). Each arm: {t.n_trials} trials of "
         f"{spec.epochs} epochs, sampler `{_arm_setting(result, 'sampler')}` (seed {t.seed}), "
         f"pruner `{_arm_setting(result, 'pruner')}`.", "",
-        "## Ranking", "",
-        f"| rank | arm | {result.test_metric} mean [95% CI] | best {result.objective} | epochs | "
-        "optimizer steps | samples | wall time (s) | trials done / pruned / failed | diverged evals |",
-        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for i, row in table.iterrows():
-        lines.append(
-            f"| {i + 1} | {row['arm']} | {_fmt(row['test_mean'])} [{_fmt(row['test_ci95_low'])}, "
-            f"{_fmt(row['test_ci95_high'])}] (n={row['eval_seeds']}) | {_fmt(row[f'best_{result.objective}'])} | "
-            f"{_fmt(row['epochs'], 3)} | {_fmt(row['steps'], 5)} | {_fmt(row['samples'], 6)} | "
-            f"{_fmt(row['wall_time_s'], 3)} | {row['trials_complete']} / {row['trials_pruned']} / "
-            f"{row['trials_failed']} | {row['diverged_evals']} |"
-        )
-    lines += ["", "CI: two-sided Student-t interval over the eval seeds (n-1 degrees of freedom).", "",
-              "## Best hyper-parameters", "",
+    for task, target in analysis.targets.items():
+        lines += [f"**Target** ({task}), for time-to-target: {target.how}", ""]
+    lines += ["## Ranking", ""]
+    for task, arms in analysis.tasks.items():
+        if multi:
+            lines += [f"### {task}", ""]
+        lines += [
+            f"| rank | arm | {result.test_metric} mean [95% CI] | best {result.objective} | best hyper-parameters | "
+            "trials done / pruned / failed | diverged trials | diverged evals |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for i, a in enumerate(arms):
+            r = rows.loc[a.arm.name]
+            lines.append(
+                f"| {i + 1} | {a.arm.name} | {_fmt(r['test_mean'])} [{_fmt(r['test_ci95_low'])}, "
+                f"{_fmt(r['test_ci95_high'])}] (n={r['eval_seeds']}) | {_fmt(r[f'best_{result.objective}'])} | "
+                f"{_md_cell(_fmt_params(a.best_params))} | {r['trials_complete']} / {r['trials_pruned']} / "
+                f"{r['trials_failed']} | {r['trials_diverged']} | {r['diverged_evals']} |")
+        lines.append("")
+    lines += ["CI: two-sided Student-t interval over the eval seeds (n-1 degrees of freedom). Diverged trials: "
+              "tuning trials stopped because the loss became non-finite (counted as pruned).", "",
+              "## Cost to the end and to the target", "",
+              "Means over the eval seeds. *To the end*: the whole epoch budget. *To target*: the first epoch at "
+              "which the arm's mean validation curve reaches the task's target (above), with the optimizer steps, "
+              "samples and wall time spent by then (AlgoPerf's time-to-result; wall time is this machine's).", ""]
+    for task, arms in analysis.tasks.items():
+        if multi:
+            lines += [f"### {task}", ""]
+        lines += ["| arm | epochs | optimizer steps | samples | wall time (s) | epochs to target | "
+                  "steps to target | samples to target | wall time to target (s) |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for a in arms:
+            r = rows.loc[a.arm.name]
+            lines.append(
+                f"| {a.arm.name} | {_fmt(r['epochs'], 3)} | {_fmt(r['steps'], 6)} | {_fmt(r['samples'], 7)} | "
+                f"{_fmt(r['wall_time_s'], 3)} | {_fmt(r['target_epochs'], 3)} | {_fmt(r['target_steps'], 6)} | "
+                f"{_fmt(r['target_samples'], 7)} | {_fmt(r['target_wall_time_s'], 3)} |")
+        lines.append("")
+    lines += pairwise_section(result, analysis)
+    if figures.get("learning_curves"):
+        lines += ["## Learning curves", "",
+                  "Validation objective of each arm's selected configuration: mean over the eval seeds, band = "
+                  "min..max over seeds, against epochs, optimizer steps (log) and wall time; dashed: the target.", "",
+                  f"![learning curves]({_rel(figures['learning_curves'], out_dir)})", ""]
+    if figures.get("lr_curves"):
+        lines += ["## Learning rate applied", "",
+                  "The `lr` logged by the eval runs at the end of each epoch (mean over seeds): the schedule as "
+                  "it was applied, not as configured.", "",
+                  f"![learning rate]({_rel(figures['lr_curves'], out_dir)})", ""]
+    lines += tuning_section(result, figures, out_dir)
+    lines += factor_sections(result)
+    if multi:
+        lines += cross_model_section(analysis, figures, out_dir)
+    lines += ["", "## Best hyper-parameters", "",
               "| arm | best trial | parameters | MLflow parent run |", "|---|---|---|---|"]
     for _, row in table.iterrows():
-        lines.append(f"| {row['arm']} | {row['best_trial']} | `{row['best_params']}` | `{row['parent_run_id']}` |")
-    if figure is not None:
-        lines += ["", "## Learning curves", "", f"![learning curves]({figure.relative_to(out_dir).as_posix()})"]
-    lines += factor_sections(result)
+        lines.append(f"| {row['arm']} | {_fmt_int(row['best_trial'])} | `{row['best_params']}` | "
+                     f"`{row['parent_run_id']}` |")
+    lines += provenance_section(result, by_arm)
+    return "\n".join(lines) + "\n"
+
+
+def _fmt_int(x: object) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else str(int(x))
+
+
+def pairwise_section(result: StudyResult, analysis: Analysis) -> list[str]:
+    lines = ["## Pairwise comparisons", "",
+             f"{result.test_metric} over the eval seeds, every pair of arms of a task. Eval seed k is the same "
+             "integer seed in every arm and fixes the initial weights and the mini-batch order, so two arms of "
+             "the same model share each seed's randomness: a **paired t-test** on the per-seed differences "
+             "removes that shared noise. Arms whose seed sets differ (a diverged seed) get **Welch's t-test** "
+             f"(unequal variances). p-values are **Holm**-corrected within each task (family-wise α = {ALPHA}); "
+             "*not distinguishable* means the corrected p-value is ≥ α: the data do not separate the two arms "
+             "(with few seeds this is the common outcome, not evidence of equality).", ""]
+    for task, comps in analysis.comparisons.items():
+        if not comps:
+            continue
+        if len(analysis.tasks) > 1:
+            lines += [f"### {task}", ""]
+        lines += ["| arm A | arm B | mean A − B | test | p | p (Holm) | verdict |", "|---|---|---|---|---|---|---|"]
+        for c in comps:
+            lines.append(f"| {c.a} | {c.b} | {_fmt(c.diff)} | {c.test} | {_fmt(c.p, 3)} | {_fmt(c.p_holm, 3)} | "
+                         f"{c.verdict} |")
+        lines.append("")
+    return lines
+
+
+def tuning_section(result: StudyResult, figures: dict, out_dir: Path) -> list[str]:
+    lines = ["## Tuning", ""]
+    if figures.get("tuning_curves"):
+        lines += [f"Best {result.objective} so far against trial number (pruned and failed trials count: they "
+                  "spent budget); dots are completed trials.", "",
+                  f"![tuning curves]({_rel(figures['tuning_curves'], out_dir)})", ""]
+    optuna_rows = figures.get("optuna", {})
+    if any(optuna_rows.values()):
+        lines += ["Optuna's own figures per arm (`optuna.visualization.matplotlib`):", "",
+                  "| arm | optimization history | parameter importances | parallel coordinates | slice |",
+                  "|---|---|---|---|---|"]
+        for arm, paths in optuna_rows.items():
+            cells = [f"![{arm} {k}]({_rel(paths[k], out_dir)})" if k in paths else "–" for k in figs.OPTUNA_FIGURES]
+            lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+        lines.append("")
+    notes = figures.get("optuna_notes", [])
+    if notes:
+        lines += ["Skipped figures:", "", *[f"- {n}" for n in notes], ""]
+    return lines
+
+
+def cross_model_section(analysis: Analysis, figures: dict, out_dir: Path) -> list[str]:
+    lines = ["", "## Across models", "",
+             f"{len(analysis.tasks)} tasks. A *method* is an arm's name without its model and dataset names "
+             "(`mlp-adam` and `cnn-adam` are both `adam`). Performance profile (Dolan & Moré; AlgoPerf): for "
+             "each method, the share of tasks on which its wall time to the task's target is within τ × the "
+             "fastest method's; a method that never reaches a task's target never counts for that task.", ""]
+    if figures.get("performance_profile"):
+        lines += [f"![performance profile]({_rel(figures['performance_profile'], out_dir)})", ""]
+    if analysis.profile:
+        marks = [1.0, 1.5, 2.0, 4.0, 8.0]
+        lines += ["| method | " + " | ".join(f"ρ(τ={m:g})" for m in marks) + " |", "|---|" + "---|" * len(marks)]
+        for method, rho in sorted(analysis.profile.items()):
+            vals = [rho[min(range(len(PROFILE_TAUS)), key=lambda i: abs(PROFILE_TAUS[i] - m))] for m in marks]
+            lines.append(f"| {method} | " + " | ".join(f"{v:.2f}" for v in vals) + " |")
+        lines.append("")
+    if analysis.rank_table is not None:
+        cols = list(analysis.rank_table.columns)
+        lines += ["Rank of each method's test mean per task (1 = best; ties share the mean rank):", "",
+                  "| method | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+        for method, row in analysis.rank_table.iterrows():
+            lines.append(f"| {method} | " + " | ".join(_fmt(row[c], 3) for c in cols) + " |")
+        lines.append("")
+    return lines
+
+
+def provenance_section(result: StudyResult, by_arm: dict) -> list[str]:
     prov = result.provenance
     versions = ", ".join(f"{k.removeprefix('version.')} {v}" for k, v in sorted(prov.items())
                          if k.startswith("version."))
-    lines += [
+    study_file = prov.get("study_file", "")
+    digest = ""
+    if study_file and Path(study_file).is_file():
+        digest = f" (sha256 {hashlib.sha256(Path(study_file).read_bytes()).hexdigest()[:12]})"
+    return [
         "", "## Provenance", "",
-        f"- generated: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- generated: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')} by `bench report` from the MLflow "
+        "and Optuna stores only",
+        f"- study file: `{study_file or '?'}`{digest}; also attached to each arm's MLflow parent run",
         f"- git: {prov.get('git_sha', '?')} (dirty: {prov.get('git_dirty', '?')})",
         f"- device: {prov.get('device', '?')}; host: {prov.get('host', '?')}; Python {prov.get('python', '?')}",
         f"- versions: {versions}",
-        "- MLflow eval run ids per arm: see `summary.csv` (`eval_run_ids`).",
+        "- MLflow eval run ids per arm: see `summary.csv` (`eval_run_ids`); pairwise tests: `pairwise.csv`.",
     ]
-    return "\n".join(lines) + "\n"
 
 
 def _arm_setting(result: StudyResult, key: str) -> str:
@@ -122,11 +278,120 @@ def factor_sections(result: StudyResult) -> list[str]:
     return lines
 
 
+# --- Markdown -> self-contained HTML (the subset `markdown()` writes) --------------------------
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;
+color:#222;line-height:1.45}
+table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:.9em}th,td{border:1px solid #ccc;padding:.25em .55em;
+vertical-align:top}th{background:#f3f3f3}tr:nth-child(even) td{background:#fafafa}
+code{background:#f3f3f3;padding:0 .2em;border-radius:3px;font-size:.9em}img{max-width:100%}
+td img{max-width:260px}h1,h2{border-bottom:1px solid #ddd;padding-bottom:.2em}
+"""
+
+
+def _inline(text: str, out_dir: Path) -> str:
+    parts = re.split(r"(`[^`]*`)", text)
+    out = []
+    for part in parts:
+        if part.startswith("`") and part.endswith("`") and len(part) >= 2:
+            out.append(f"<code>{html.escape(part[1:-1])}</code>")
+            continue
+        s = html.escape(part, quote=False)
+        s = re.sub(r"!\[([^\]]*)\]\(([^)]+)\)", lambda m: _img(m.group(1), m.group(2), out_dir), s)
+        s = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", s)
+        s = re.sub(r"(?<![\w*])\*([^*]+)\*(?![\w*])", r"<em>\1</em>", s)
+        out.append(s)
+    return "".join(out)
+
+
+def _img(alt: str, src: str, out_dir: Path) -> str:
+    path = out_dir / html.unescape(src)
+    if path.is_file():  # inline: the file opens offline, alone
+        src = "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="{src}">'
+
+
+def _cells(line: str) -> list[str]:
+    s = line.strip()
+    s = s[1:] if s.startswith("|") else s
+    s = s[:-1] if s.endswith("|") and not s.endswith("\\|") else s
+    return [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", s)]
+
+
+def to_html(md: str, out_dir: Path, title: str) -> str:
+    body: list[str] = []
+    para: list[str] = []
+    lines = md.splitlines()
+
+    def flush() -> None:
+        if para:
+            body.append(f"<p>{_inline(' '.join(para), out_dir)}</p>")
+            para.clear()
+
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if m := re.match(r"(#{1,6}) (.*)", line):
+            flush()
+            n = len(m.group(1))
+            body.append(f"<h{n}>{_inline(m.group(2), out_dir)}</h{n}>")
+        elif line.startswith("|"):
+            flush()
+            block = []
+            while i < len(lines) and lines[i].startswith("|"):
+                block.append(lines[i])
+                i += 1
+            head, rows = _cells(block[0]), [_cells(r) for r in block[2:]]
+            body.append("<table><thead><tr>" + "".join(f"<th>{_inline(c, out_dir)}</th>" for c in head)
+                        + "</tr></thead><tbody>")
+            body += ["<tr>" + "".join(f"<td>{_inline(c, out_dir)}</td>" for c in r) + "</tr>" for r in rows]
+            body.append("</tbody></table>")
+            continue
+        elif line.startswith("- "):
+            flush()
+            items = []
+            while i < len(lines) and lines[i].startswith("- "):
+                items.append(f"<li>{_inline(lines[i][2:], out_dir)}</li>")
+                i += 1
+            body.append("<ul>" + "".join(items) + "</ul>")
+            continue
+        elif not line.strip():
+            flush()
+        else:
+            para.append(line.strip())
+        i += 1
+    flush()
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>\n"
+            + "\n".join(body) + "\n</body></html>\n")
+
+
 def write_report(result: StudyResult, out_dir: Path) -> Path:
+    """Write every report file; returns the Markdown report's path (report.html sits beside it)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    table = summary_table(result)
+    fig_dir = out_dir / "figures"
+    for stale in fig_dir.rglob("*.png") if fig_dir.exists() else []:
+        stale.unlink()  # figures of arms or tasks that no longer exist must not linger
+    analysis = analyse(result)
+    table = summary_table(result, analysis)
     table.to_csv(out_dir / "summary.csv", index=False)
-    figure = learning_curves(result, out_dir / "figures" / "learning_curves.png")
+    pairwise_frame(analysis, result.test_metric).to_csv(out_dir / "pairwise.csv", index=False)
+    targets = {task: t.value for task, t in analysis.targets.items()}
+    figures: dict = {
+        "learning_curves": figs.learning_curves(result, fig_dir / "learning_curves.png", targets),
+        "lr_curves": figs.lr_curves(result, fig_dir / "lr_curves.png"),
+        "tuning_curves": figs.tuning_curves(result, fig_dir / "tuning_curves.png"),
+        "optuna": {}, "optuna_notes": [],
+    }
+    for a in result.arms:
+        paths, notes = figs.optuna_figures(a, fig_dir / "optuna")
+        figures["optuna"][a.arm.name] = paths
+        figures["optuna_notes"] += notes
+    if len(analysis.tasks) > 1:
+        figures["performance_profile"] = figs.performance_profile(
+            analysis.profile, PROFILE_TAUS, len(analysis.tasks), fig_dir / "performance_profile.png")
+    md = markdown(result, table, analysis, figures, out_dir)
     path = out_dir / "report.md"
-    path.write_text(markdown(result, table, figure, out_dir))
+    path.write_text(md)
+    (out_dir / "report.html").write_text(to_html(md, out_dir, f"bench study {result.spec.name}"))
     return path
