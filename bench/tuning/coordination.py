@@ -26,11 +26,9 @@ from pathlib import Path
 import optuna
 import sqlalchemy
 
-from bench.tuning.storage import DEFAULT_STORAGE, is_rdb
+from bench.tuning.storage import DEFAULT_STORAGE, HEARTBEAT_INTERVAL_S, is_rdb
 
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
-HEARTBEAT_INTERVAL_S = 10
-GRACE_PERIOD_S = 60  # a RUNNING trial without a heartbeat for this long belongs to a dead worker
 
 
 def worker_alive(worker: str | None) -> bool:
@@ -62,7 +60,8 @@ class StudyLock:
             self._key = int.from_bytes(digest[:8], "big", signed=True)
         else:
             path = url.split("///", 1)[1] if is_rdb(url) else url.removeprefix("journal:")
-            self._path = Path(f"{path}.lock")
+            # not "<path>.lock": Optuna's journal backend creates and deletes that file as its own lock
+            self._path = Path(f"{path}.bench-lock")
 
     @contextlib.contextmanager
     def hold(self) -> Iterator[None]:

@@ -13,6 +13,8 @@ import optuna
 from optuna.storages.journal import JournalFileBackend
 
 DEFAULT_STORAGE = "optuna.journal"
+HEARTBEAT_INTERVAL_S = 10
+GRACE_PERIOD_S = 60  # a RUNNING trial without a heartbeat for this long belongs to a dead worker
 RDB_SCHEMES = ("sqlite", "postgresql", "mysql")
 
 
@@ -23,7 +25,8 @@ def is_rdb(url: str) -> bool:
 def open_storage(url: str | None) -> optuna.storages.BaseStorage:
     url = url or DEFAULT_STORAGE
     if is_rdb(url):
-        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True},
+                                          heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S)
     path = Path(url.removeprefix("journal:"))
     path.parent.mkdir(parents=True, exist_ok=True)
     return optuna.storages.JournalStorage(JournalFileBackend(str(path)))

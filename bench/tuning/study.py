@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,12 +28,14 @@ from bench.spec import RunConfig, StudySpec, direction_of, hparams_for
 from bench.tracking import WRITER, RunLogger, Tracker, flat_error, redact
 from bench.train import RunResult
 from bench.tuning import samplers
+from bench.tuning.coordination import WORKER_ID, Heartbeat, StudyLock, worker_alive
 from bench.tuning.executor import execute
 from bench.tuning.space import sample
 from bench.tuning.storage import open_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
+POLL_S = 0.5  # how often a waiting worker looks at the stores
 EVAL_SEED_BASE = 1000  # eval seeds differ from the tuning seed: no selection on the eval noise
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -109,8 +112,10 @@ class StudyRunner:
     """Runs (or resumes) every arm of a study against one Optuna storage and one MLflow store."""
 
     def __init__(self, spec: StudySpec, *, tracking_uri: str, storage_url: str | None,
-                 progress: Progress = _quiet, study_file: str | None = None) -> None:
+                 progress: Progress = _quiet, study_file: str | None = None, workers: int = 1) -> None:
         self.spec = spec
+        self.workers = workers  # > 1: TPE fantasizes running trials (constant liar)
+        self.lock = StudyLock(storage_url, spec.name)
         self.tracker = Tracker(tracking_uri)
         self.storage_url = storage_url
         self.storage = open_storage(storage_url)
@@ -129,7 +134,8 @@ class StudyRunner:
         t = self.spec.tuning
         grid = samplers.grid_points(arm.space, arm.kinds()) if arm.sampler == "grid" else None
         sampler, sampler_settings = samplers.build(samplers.SAMPLERS, arm.sampler, seed=t.seed,
-                                                    n_startup_trials=t.n_startup_trials, grid=grid)
+                                                    n_startup_trials=t.n_startup_trials, grid=grid,
+                                                    workers=self.workers)
         pruner, pruner_settings = samplers.build(samplers.PRUNERS, arm.pruner, **self.pruner_args())
         study = optuna.create_study(storage=self.storage, study_name=optuna_study_name(self.spec, arm),
                                     direction=self.direction, sampler=sampler, pruner=pruner,
@@ -176,7 +182,7 @@ class StudyRunner:
                   config: RunConfig, tags: dict[str, Any]) -> RunLogger:
         logger = self.tracker.start_run(experiment_id, name, {
             "study": self.spec.name, **arm.tags(), "seed": str(config.seed),
-            "config_hash": config.hash(), **{k: str(v) for k, v in tags.items()},
+            "config_hash": config.hash(), "worker": WORKER_ID, **{k: str(v) for k, v in tags.items()},
         }, parent_id=parent.run_id)
         logger.log_params(config.params)
         logger.log_params({"epochs": config.epochs, "seed": config.seed, "data_seed": config.data_seed,
@@ -202,76 +208,112 @@ class StudyRunner:
 
     # --- protocol ------------------------------------------------------------------------
     def run(self) -> list[ArmOutcome]:
+        """Tune every arm, then evaluate every arm. Any number of workers (processes, machines)
+        may run this on the same stores at once: trial slots and eval seeds are claimed under the
+        study lock, so budgets stay exact; each worker returns once the whole study is done."""
         experiment_id = self.tracker.experiment_id(self.spec.name)
         self.tracker.client.set_experiment_tag(experiment_id, "description", self.spec.description)
-        outcomes = []
-        for arm in arms(self.spec):
-            outcomes.append(self.run_arm(experiment_id, arm))
-        return outcomes
-
-    def run_arm(self, experiment_id: str, arm: Arm) -> ArmOutcome:
-        study = self.optuna_study(arm)
-        parent = self.parent_run(experiment_id, arm, study)
+        cells = []
+        with self.lock.hold():  # one worker creates each Optuna study and parent run
+            for arm in arms(self.spec):
+                study = self.optuna_study(arm)
+                cells.append((arm, study, self.parent_run(experiment_id, arm, study)))
+        outcomes: list[ArmOutcome] = []
         try:
-            self.recover_orphans(experiment_id, study)
-            outcome = self.tune(experiment_id, arm, study, parent)
-            self.importance(study, parent)
-            self.evaluate(experiment_id, arm, study, parent, outcome)
+            for arm, study, parent in cells:  # phase 1: take free trial slots, arm after arm
+                self.tune(experiment_id, arm, study, parent)
+            for arm, study, parent in cells:  # phase 2: once an arm's trials are all done, its eval seeds
+                outcome = self.wait_tuned(experiment_id, arm, study, parent)
+                self.importance(study, parent)
+                self.evaluate(experiment_id, arm, study, parent, outcome)
+                outcomes.append(outcome)
+            WRITER.drain()
+            for (arm, _study, parent), outcome in zip(cells, outcomes):
+                parent.log_metrics({"trials_complete": outcome.complete, "trials_pruned": outcome.pruned,
+                                    "trials_failed": outcome.failed})
+                if outcome.best_value is not None:
+                    parent.log_metrics({f"best_{self.spec.objective_metric()}": outcome.best_value})
+                parent.finish("FINISHED")
+                self.progress("arm_done", {"arm": arm.name, "outcome": outcome})
         except BaseException as err:
             try:
                 WRITER.drain()  # close the trial runs already handed to the writer thread
             finally:
-                parent.finish("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+                for _arm, _study, parent in cells:
+                    parent.finish("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
             raise
-        WRITER.drain()
-        parent.log_metrics({"trials_complete": outcome.complete, "trials_pruned": outcome.pruned,
-                            "trials_failed": outcome.failed})
-        if outcome.best_value is not None:
-            parent.log_metrics({f"best_{self.spec.objective_metric()}": outcome.best_value})
-        parent.finish("FINISHED")
-        self.progress("arm_done", {"arm": arm.name, "outcome": outcome})
-        return outcome
+        return outcomes
 
-    def recover_orphans(self, experiment_id: str, study: optuna.Study) -> None:
-        """Trials RUNNING in storage belong to a process that died: fail them and retry their params."""
+    def reap(self, experiment_id: str, study: optuna.Study) -> None:
+        """Under the lock: trials whose worker died (same host: pid gone; RDB: heartbeat stale) are
+        marked FAIL, their MLflow runs FAILED, and their parameters queued again."""
+        dead = []
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", "orphaned: its process died")
-            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            if not worker_alive(trial.user_attrs.get("worker")):
+                study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", "orphaned: its worker died")
+                study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+                dead.append(trial)
+        if isinstance(study._storage, optuna.storages.RDBStorage) and study._storage.is_heartbeat_enabled():
+            optuna.storages.fail_stale_trials(study)  # other machines: no heartbeat for GRACE_PERIOD_S
+            for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+                if "fail_reason" not in trial.user_attrs:
+                    study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", "orphaned: heartbeat stopped")
+                    dead.append(trial)
+        for trial in dead:
             run_id = trial.user_attrs.get("mlflow_run_id")
             if run_id:
-                self.tracker.client.set_tag(run_id, "error", "orphaned: its process died")
+                self.tracker.client.set_tag(run_id, "error", "orphaned: its worker died")
                 self.tracker.client.set_terminated(run_id, "FAILED")
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
         for run in self.tracker.find_runs(experiment_id, {"study": self.spec.name}, status="RUNNING"):
-            if run.data.tags.get("phase") in ("tune", "eval"):  # closed by nobody: its process died
-                self.tracker.client.set_tag(run.info.run_id, "error", "orphaned: its process died")
+            # runs nobody closed: their worker died before (or while) handing the closing write over
+            if run.data.tags.get("phase") == "tune" and not worker_alive(run.data.tags.get("worker")):
+                self.tracker.client.set_tag(run.info.run_id, "error", "orphaned: its worker died")
                 self.tracker.client.set_terminated(run.info.run_id, "FAILED")
 
-    def tune(self, experiment_id: str, arm: Arm, study: optuna.Study, parent: RunLogger) -> ArmOutcome:
+    def counts(self, study: optuna.Study, outcome: ArmOutcome) -> int:
+        """Refresh outcome's counts; returns the number of trials still RUNNING."""
+        trials = study.get_trials(deepcopy=False)
+        outcome.complete = sum(tr.state == TrialState.COMPLETE for tr in trials)
+        outcome.pruned = sum(tr.state == TrialState.PRUNED for tr in trials)
+        outcome.failed = sum(tr.state == TrialState.FAIL for tr in trials)
+        outcome.best_value = _best_value(study)
+        return sum(tr.state == TrialState.RUNNING for tr in trials)
+
+    def tune(self, experiment_id: str, arm: Arm, study: optuna.Study, parent: RunLogger) -> None:
+        """Run trials of this arm while free slots remain (finished + running < n_trials)."""
         t = self.spec.tuning
         outcome = ArmOutcome(arm)
-
-        def count() -> None:
-            trials = study.get_trials(deepcopy=False)
-            outcome.complete = sum(tr.state == TrialState.COMPLETE for tr in trials)
-            outcome.pruned = sum(tr.state == TrialState.PRUNED for tr in trials)
-            outcome.failed = sum(tr.state == TrialState.FAIL for tr in trials)
-
-        count()
-        while outcome.complete + outcome.pruned < t.n_trials:
-            if outcome.failed > t.max_failed_trials:
-                raise RuntimeError(f"arm '{arm.name}': {outcome.failed} trials failed "
-                                   f"(max_failed_trials={t.max_failed_trials}); see the FAILED runs' 'error' tag")
-            trial = study.ask()
-            self.progress("trial_start", {"arm": arm.name, "trial": trial.number,
-                                          "done": outcome.complete + outcome.pruned, "total": t.n_trials})
+        while True:
+            with self.lock.hold():
+                self.reap(experiment_id, study)
+                running = self.counts(study, outcome)
+                if outcome.failed > t.max_failed_trials:
+                    raise RuntimeError(f"arm '{arm.name}': {outcome.failed} trials failed (max_failed_trials="
+                                       f"{t.max_failed_trials}); see the FAILED runs' 'error' tag")
+                if outcome.complete + outcome.pruned + running >= t.n_trials:
+                    return
+                trial = study.ask()
+                trial.set_user_attr("worker", WORKER_ID)
+            done = outcome.complete + outcome.pruned
+            self.progress("trial_start", {"arm": arm.name, "trial": trial.number, "done": done, "total": t.n_trials})
             self.run_trial(experiment_id, arm, study, trial, parent)
-            count()
+            self.counts(study, outcome)
             self.progress("trial_end", {"arm": arm.name, "done": outcome.complete + outcome.pruned,
                                         "total": t.n_trials, "pruned": outcome.pruned, "failed": outcome.failed,
-                                        "best": _best_value(study)})
-        outcome.best_value = _best_value(study)
-        return outcome
+                                        "best": outcome.best_value})
+
+    def wait_tuned(self, experiment_id: str, arm: Arm, study: optuna.Study, parent: RunLogger) -> ArmOutcome:
+        """Block until no trial of the arm runs anywhere, taking over the retries of dead workers."""
+        outcome = ArmOutcome(arm)
+        while True:
+            self.tune(experiment_id, arm, study, parent)  # free slots (a reaped trial's retry) are ours
+            with self.lock.hold():
+                self.reap(experiment_id, study)
+                running = self.counts(study, outcome)
+            if not running:
+                return outcome
+            time.sleep(POLL_S)
 
     def run_trial(self, experiment_id: str, arm: Arm, study: optuna.Study, trial: optuna.Trial,
                   parent: RunLogger) -> None:
@@ -284,7 +326,8 @@ class StudyRunner:
             trial.set_user_attr("mlflow_run_id", logger.run_id)
             trial.set_user_attr("config_hash", config.hash())
             reporter = trial_reporter(logger, trial, config.objective, arm.pruner)
-            result = execute(config, reporter, context=self.context(logger, study, trial, arm.pruner))
+            with Heartbeat(study._storage, trial._trial_id):
+                result = execute(config, reporter, context=self.context(logger, study, trial, arm.pruner))
             self.record(logger, result)
             if result.status == "completed" and result.objective is not None:
                 logger.finish("FINISHED", background=True)
@@ -324,7 +367,9 @@ class StudyRunner:
 
     def evaluate(self, experiment_id: str, arm: Arm, study: optuna.Study, parent: RunLogger,
                  outcome: ArmOutcome) -> None:
-        """Re-run the best trial's config on K fresh seeds and score the test split."""
+        """Re-run the best trial's config on K fresh seeds and score the test split. Seeds are
+        claimed by creating their MLflow run under the lock; a claim whose worker died is reaped.
+        Returns once every seed has a FINISHED run (waiting for other workers' seeds)."""
         try:
             best = study.best_trial
         except ValueError:
@@ -333,18 +378,34 @@ class StudyRunner:
         for key, value in (("best_trial", best.number), ("best_params", json.dumps(best.params, sort_keys=True))):
             if study.user_attrs.get(key) != value:
                 study.set_user_attr(key, value)
-        done = {run.data.tags.get("seed"): run.info.run_id for run in self.tracker.find_runs(
-            experiment_id, {"study": self.spec.name, "arm": arm.name, "phase": "eval",
-                            "best_trial": str(best.number)}, status="FINISHED")}
-        for k in range(self.spec.eval.seeds):
-            seed = EVAL_SEED_BASE + k
-            if str(seed) in done:
-                outcome.eval_run_ids.append(done[str(seed)])
+        tags = {"study": self.spec.name, "arm": arm.name, "phase": "eval", "best_trial": str(best.number)}
+        seeds = [EVAL_SEED_BASE + k for k in range(self.spec.eval.seeds)]
+        while True:
+            with self.lock.hold():
+                finished, claimed = {}, set()
+                for run in self.tracker.find_runs(experiment_id, tags):
+                    seed = int(run.data.tags.get("seed", -1))
+                    if run.info.status == "FINISHED":
+                        finished[seed] = run.info.run_id
+                    elif run.info.status == "RUNNING" and worker_alive(run.data.tags.get("worker")):
+                        claimed.add(seed)
+                    elif run.info.status == "RUNNING":  # its worker died mid-run
+                        self.tracker.client.set_tag(run.info.run_id, "error", "orphaned: its worker died")
+                        self.tracker.client.set_terminated(run.info.run_id, "FAILED")
+                free = [s for s in seeds if s not in finished and s not in claimed]
+                if free:
+                    seed = free[0]
+                    k = seed - EVAL_SEED_BASE
+                    config = arm.config(self.spec, dict(best.params), seed=seed, evaluate_test=True)
+                    logger = self.child_run(experiment_id, parent, arm, f"{arm.name}/seed-{k}", config, {
+                        "phase": "eval", "best_trial": best.number, "optuna_study": study.study_name})
+            if not free:
+                if len(finished) == len(seeds):
+                    outcome.eval_run_ids = [finished[s] for s in seeds]
+                    return
+                time.sleep(POLL_S)  # other workers are still training their seeds
                 continue
-            self.progress("eval_start", {"arm": arm.name, "seed": k + 1, "total": self.spec.eval.seeds})
-            config = arm.config(self.spec, dict(best.params), seed=seed, evaluate_test=True)
-            logger = self.child_run(experiment_id, parent, arm, f"{arm.name}/seed-{k}", config, {
-                "phase": "eval", "best_trial": best.number, "optuna_study": study.study_name})
+            self.progress("eval_start", {"arm": arm.name, "seed": k + 1, "total": len(seeds)})
             try:
                 result = execute(config, logger, context=self.context(logger))
                 self.record(logger, result)
@@ -353,7 +414,6 @@ class StudyRunner:
                 logger.finish("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
                 raise
             logger.finish("FINISHED")
-            outcome.eval_run_ids.append(logger.run_id)
 
 
 # fANOVA (Hutter et al. 2014) on a random forest, every argument explicit (Optuna's default evaluator).
