@@ -53,3 +53,10 @@ def train(session: nox.Session) -> None:
     """One training run logged to MLflow, e.g. nox -s train -- --model mlp --dataset digits --optimizer adam."""
     install(session)
     session.run("bench", "train", *session.posargs)
+
+
+@nox.session
+def ui(session: nox.Session) -> None:
+    """MLflow UI + Optuna dashboard on the stores in this folder (bench ui; Ctrl-C stops both)."""
+    install(session)
+    session.run("bench", "ui", *session.posargs)

@@ -1,4 +1,4 @@
-"""`bench` command line: run | report | train | list | perf. Thin: parse, call, print."""
+"""`bench` command line: run | report | train | list | perf | ui. Thin: parse, call, print."""
 
 from __future__ import annotations
 
@@ -48,6 +48,14 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--experiment", default="bench-train", help="MLflow experiment (default bench-train)")
 
     sub.add_parser("list", help="registered models, datasets, optimizers, schedules, samplers, pruners")
+
+    ui = sub.add_parser("ui", help="MLflow UI + Optuna dashboard on the study's stores (Ctrl-C stops both)")
+    ui.add_argument("--tracking-uri", help="MLflow store (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    ui.add_argument("--storage", help="Optuna storage (default optuna.journal)")
+    ui.add_argument("--host", default="127.0.0.1", help="bind address of both servers (default 127.0.0.1)")
+    ui.add_argument("--mlflow-port", type=int, default=5000)
+    ui.add_argument("--dashboard-port", type=int, default=8080)
+    ui.add_argument("--log-dir", help="write the servers' logs here (default: discard)")
 
     perf = sub.add_parser("perf", help="overhead benchmarks, written to results/perf/")
     perf.add_argument("--out", default="results/perf")
@@ -99,12 +107,34 @@ def _report(spec: Any, uri: str, args: argparse.Namespace) -> int:
 
     result = collect(spec, tracking_uri=uri, storage_url=args.storage)
     path = write_report(result, Path(args.results_dir) / spec.name)
+    attach_report(result, uri, path.parent)
     table = summary_table(result)
-    cols = ["arm", "test_mean", "test_ci95_low", "test_ci95_high", f"best_{result.objective}", "steps", "wall_time_s"]
+    cols = ["arm", "test_mean", "test_ci95_low", "test_ci95_high", f"best_{result.objective}", "steps", "wall_time_s",
+            "target_wall_time_s"]
+    if table["task"].nunique() > 1:
+        cols.insert(1, "task")
     print(f"{result.test_metric} ({result.direction}), mean [95% CI] over eval seeds:")
     print(table[cols].to_string(index=False, float_format=lambda x: f"{x:.4g}"))
-    print(f"report: {path}")
+    print(f"report: {path}  (HTML: {path.with_suffix('.html')})")
     return 0
+
+
+def attach_report(result: Any, uri: str, out_dir: Path) -> None:
+    """The report files become artifacts `report/` of every arm's MLflow parent run."""
+    from bench.tracking import Tracker
+
+    client = Tracker(uri).client
+    for arm in result.arms:
+        if arm.parent_run_id:
+            client.log_artifacts(arm.parent_run_id, str(out_dir), artifact_path="report")
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from bench.tracking import tracking_uri
+    from bench.ui import serve
+
+    return serve(tracking_uri(args.tracking_uri), args.storage, host=args.host, mlflow_port=args.mlflow_port,
+                 dashboard_port=args.dashboard_port, log_dir=Path(args.log_dir) if args.log_dir else None)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -163,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     from bench.registry import UnknownNameError
     from bench.spec import SpecError
 
-    handlers = {"run": cmd_run, "report": cmd_report, "train": cmd_train, "list": cmd_list, "perf": cmd_perf}
+    handlers = {"run": cmd_run, "report": cmd_report, "train": cmd_train, "list": cmd_list, "perf": cmd_perf,
+                "ui": cmd_ui}
     try:
         return handlers[args.command](args)
     except SpecError as err:

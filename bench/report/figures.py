@@ -16,6 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import optuna  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
 from bench.report.collect import ArmResult, StudyResult  # noqa: E402
@@ -61,6 +62,7 @@ def learning_curves(result: StudyResult, path: Path, targets: dict[str, float] |
             if target is not None and math.isfinite(target):
                 ax.axhline(target, color="0.3", ls="--", lw=1)
             ax.grid(alpha=0.3)
+        row[0].xaxis.set_major_locator(MaxNLocator(integer=True))
         row[1].set_xscale("log")
         row[0].set_ylabel(f"{result.objective}\n(mean over eval seeds, min-max band)")
         row[0].set_title(task, loc="left", fontsize=10)
@@ -84,6 +86,7 @@ def lr_curves(result: StudyResult, path: Path) -> Path | None:
         if steps is not None:
             axes[1].plot(steps, lr, marker="o", ms=3, color=line.get_color())
     axes[0].set_xlabel("epoch")
+    axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[1].set_xlabel("optimizer steps")
     axes[1].set_xscale("log")
     axes[0].set_ylabel("applied lr (end of epoch)")
@@ -115,6 +118,7 @@ def tuning_curves(result: StudyResult, path: Path) -> Path | None:
                 ax.scatter([t.number for t in done], [t.value for t in done], s=12, alpha=0.45,
                            color=line.get_color())
         ax.set_xlabel("trial number")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(f"best {result.objective} so far")
         ax.set_title(task, loc="left", fontsize=10)
         ax.grid(alpha=0.3)
@@ -156,8 +160,7 @@ def optuna_figures(arm: ArmResult, out_dir: Path) -> tuple[dict[str, Path], list
                 plt.close("all")
                 continue
         fig = (np.asarray(ax).flat[0] if isinstance(ax, np.ndarray) else ax).figure
-        fig.set_size_inches(max(fig.get_size_inches()[0], 6), 4)
-        fig.suptitle(f"{arm.arm.name}: {kind}", fontsize=10)
+        fig.set_size_inches(max(fig.get_size_inches()[0], 6), 4)  # Optuna titles it; the report row names the arm
         paths[kind] = _save(fig, out_dir / f"{_safe(arm.arm.name)}-{kind}.png")
     return paths, notes
 

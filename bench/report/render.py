@@ -152,6 +152,9 @@ def _fmt_int(x: object) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else str(int(x))
 
 
+MAX_ALL_PAIRS = 8  # arms per task up to which the report lists every pair
+
+
 def pairwise_section(result: StudyResult, analysis: Analysis) -> list[str]:
     lines = ["## Pairwise comparisons", "",
              f"{result.test_metric} over the eval seeds, every pair of arms of a task. Eval seed k is the same "
@@ -166,9 +169,17 @@ def pairwise_section(result: StudyResult, analysis: Analysis) -> list[str]:
             continue
         if len(analysis.tasks) > 1:
             lines += [f"### {task}", ""]
+        arms = analysis.tasks[task]
+        if len(arms) > MAX_ALL_PAIRS:  # n(n-1)/2 rows stop being readable: show the leader's pairs
+            lead = arms[0].arm.name
+            lines += [f"{len(comps)} pairs (all in `pairwise.csv`, Holm over all of them); shown: the pairs "
+                      f"with the best arm, `{lead}`.", ""]
+            comps = [c for c in comps if lead in (c.a, c.b)]
         lines += ["| arm A | arm B | mean A − B | test | p | p (Holm) | verdict |", "|---|---|---|---|---|---|---|"]
         for c in comps:
-            lines.append(f"| {c.a} | {c.b} | {_fmt(c.diff)} | {c.test} | {_fmt(c.p, 3)} | {_fmt(c.p_holm, 3)} | "
+            # float32 metrics: a difference below 1e-6 of the values is rounding, show 0
+            diff = 0.0 if abs(c.diff) <= 1e-6 * max(abs(c.mean_a), abs(c.mean_b)) else c.diff
+            lines.append(f"| {c.a} | {c.b} | {_fmt(diff)} | {c.test} | {_fmt(c.p, 3)} | {_fmt(c.p_holm, 3)} | "
                          f"{c.verdict} |")
         lines.append("")
     return lines

@@ -1,0 +1,288 @@
+"""Report: statistics against hand-computed values, and the report's numbers (summary.csv,
+report.md, report.html) against what MLflow and Optuna hold after a real quick study."""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import re
+import textwrap
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from scipy import stats as sps
+
+from bench.report import stats
+from bench.report.render import to_html
+from tests.conftest import STUDIES, Stores
+
+ARMS = ["sgd", "bgd", "adam", "adagrad"]
+
+
+# --- statistics ------------------------------------------------------------------------------
+def test_holm_matches_a_hand_computed_example():
+    # sorted: 0.005*4 = 0.02, 0.01*3 = 0.03, 0.03*2 = 0.06, 0.04*1 = 0.04 -> max(0.06, 0.04) = 0.06
+    assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    # NaN (no test) is left out of the family, m = 3: 0.02*3 = 0.06, 0.6*2 = 1.2 -> 1 (cap), 0.7 -> max(1.2, 0.7)
+    out = stats.holm([0.6, math.nan, 0.02, 0.7])
+    assert math.isnan(out[1]) and [out[0], out[2], out[3]] == pytest.approx([1.0, 0.06, 1.0])
+    assert stats.holm([]) == []
+
+
+def test_pairwise_tests_paired_on_shared_seeds_welch_otherwise_and_verdicts():
+    seeds = [1000, 1001, 1002, 1003]
+    a = [0.90, 0.92, 0.91, 0.93]
+    b = [0.80, 0.83, 0.80, 0.84]
+    c = [0.905, 0.915, 0.915, 0.925]
+    comps = stats.compare_arms({"a": (seeds, a), "b": (seeds, b), "c": (seeds[:3], c[:3])}, "maximize")
+    ab, ac, bc = comps
+    assert ab.test == "paired t" and ab.p == pytest.approx(sps.ttest_rel(a, b).pvalue)
+    assert ac.test == "Welch t" and ac.p == pytest.approx(sps.ttest_ind(a, c[:3], equal_var=False).pvalue)
+    assert [c.p_holm for c in comps] == pytest.approx(stats.holm([c.p for c in comps]))
+    assert ab.verdict == "a better" and ac.verdict == "not distinguishable"
+    # lower is better for a loss: the same numbers make b the better arm
+    low = stats.compare_arms({"a": (seeds, a), "b": (seeds, b)}, "minimize")[0]
+    assert low.verdict == "b better"
+    # paired seeds given in a different order are matched by seed
+    shuffled = stats.compare_arms({"a": (seeds, a), "b": (seeds[::-1], b[::-1])}, "maximize")[0]
+    assert shuffled.p == pytest.approx(ab.p)
+    one = stats.compare_arms({"a": (seeds[:1], a[:1]), "b": (seeds, b)}, "maximize")[0]
+    assert one.test == "none" and one.verdict.startswith("not tested")
+
+
+def test_mean_ci_is_student_t():
+    mean, low, high = stats.mean_ci([1.0, 2.0, 3.0])
+    assert mean == 2.0 and high - mean == pytest.approx(4.302653 * 1.0 / math.sqrt(3), rel=1e-6)
+    assert math.isnan(stats.mean_ci([1.0])[1])
+
+
+def test_majority_target_and_time_to_target():
+    finals = {"a": 0.95, "b": 0.90, "c": 0.80, "d": 0.60}
+    assert stats.majority_target(finals, "maximize") == 0.80  # 3 of 4 arms reach it
+    assert stats.majority_target({"a": 0.1, "b": 0.3, "c": 0.2}, "minimize") == 0.2  # 2 of 3
+    curve = np.array([0.5, 0.79, 0.81, 0.9])
+    axes = {"steps": np.array([10.0, 20, 30, 40]), "wall_time_s": np.array([1.0, 2, 3, 4])}
+    assert stats.time_to_target(curve, axes, 0.80, "maximize") == {"epochs": 3, "steps": 30, "wall_time_s": 3}
+    never = stats.time_to_target(curve, axes, 0.95, "maximize")
+    assert all(math.isinf(v) for v in never.values())
+
+
+def test_performance_profile_hand_example():
+    times = {"t1": {"x": 1.0, "y": 2.0}, "t2": {"x": 3.0, "y": 1.5}, "t3": {"x": 1.0, "y": math.inf}}
+    rho = stats.performance_profile(times, [1.0, 2.0, 4.0])
+    assert rho["x"] == pytest.approx([2 / 3, 1.0, 1.0])  # ratios 1, 2, 1
+    assert rho["y"] == pytest.approx([1 / 3, 2 / 3, 2 / 3])  # ratios 2, 1, inf
+    assert stats.ranks({"x": 0.9, "y": 0.8, "z": math.nan}, "maximize") == {"x": 1.0, "y": 2.0, "z": 3.0}
+
+
+def test_html_is_self_contained_and_keeps_table_cells(tmp_path):
+    (tmp_path / "figures").mkdir()
+    png = b"\x89PNG\r\n\x1a\nfake"
+    (tmp_path / "figures" / "f.png").write_bytes(png)
+    md = textwrap.dedent("""\
+        # Title `x`
+
+        Some **bold** text.
+
+        | a | b |
+        |---|---|
+        | 1 | l2 \\| dropout |
+        | ![f](figures/f.png) | <b> |
+
+        - item one
+        """)
+    out = to_html(md, tmp_path, "t")
+    assert "<h1>Title <code>x</code></h1>" in out and "<strong>bold</strong>" in out
+    assert "<td>l2 | dropout</td>" in out and "<td>&lt;b&gt;</td>" in out and "<li>item one</li>" in out
+    assert f'src="data:image/png;base64,{base64.b64encode(png).decode()}"' in out
+    assert "http" not in out.replace("<!DOCTYPE html>", "")
+
+
+# --- end to end ------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def quick_study(tmp_path_factory) -> Stores:
+    """The quickstart's quick variant, run once for the report and UI tests."""
+    stores = Stores(tmp_path_factory.mktemp("quickstart"))
+    assert stores.run("run", str(STUDIES / "quickstart.toml"), "--quick", "--quiet") == 0
+    return stores
+
+
+def _md_table(md: str, marker: str) -> list[list[str]]:
+    """Cells of the first table at or after the line containing `marker` (header and rule dropped)."""
+    lines = md.splitlines()
+    i = next(k for k, ln in enumerate(lines) if marker in ln)
+    while not lines[i].startswith("|"):
+        i += 1
+    rows = []
+    while i < len(lines) and lines[i].startswith("|"):
+        rows.append([c.strip() for c in re.split(r"(?<!\\)\|", lines[i].strip()[1:-1])])
+        i += 1
+    return rows
+
+
+def _num(cell: str) -> float:
+    return math.inf if cell == "not reached" else float(cell)
+
+
+@pytest.mark.slow
+def test_report_numbers_equal_mlflow_and_optuna(quick_study):
+    stores = quick_study
+    out = stores.results / "quickstart-quick"
+    client = MlflowClient(stores.tracking_uri)
+    exp = client.get_experiment_by_name("quickstart-quick")
+    runs = client.search_runs([exp.experiment_id], max_results=5000)
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(stores.storage))
+    table = pd.read_csv(out / "summary.csv").set_index("arm")
+    md = (out / "report.md").read_text()
+    page = (out / "report.html").read_text()
+    ranking = {r[1]: r for r in _md_table(md, "## Ranking")[2:]}
+    cost = {r[0]: r for r in _md_table(md, "## Cost to the end and to the target")[2:]}
+    assert set(ranking) == set(cost) == set(table.index) == set(ARMS)
+
+    evals = {arm: sorted((r for r in runs if r.data.tags.get("phase") == "eval" and r.data.tags["arm"] == arm),
+                         key=lambda r: int(r.data.tags["seed"])) for arm in ARMS}
+    finals = {}
+    for arm in ARMS:
+        values = [r.data.metrics["test/acc"] for r in evals[arm]]
+        mean, low, high = stats.mean_ci(values)
+        row = table.loc[arm]
+        assert row["test_mean"] == pytest.approx(mean, abs=1e-12)
+        assert (row["test_ci95_low"], row["test_ci95_high"]) == pytest.approx((low, high), abs=1e-12)
+        study = optuna.load_study(study_name=f"quickstart-quick/{arm}", storage=storage)
+        parent = next(r for r in runs if r.data.tags.get("phase") == "arm" and r.data.tags["arm"] == arm)
+        assert row["best_val/acc"] == pytest.approx(study.best_value, abs=1e-12)
+        assert parent.data.metrics["best_val/acc"] == pytest.approx(study.best_value, abs=1e-12)
+        for key in ("steps", "samples"):
+            assert row[key] == pytest.approx(np.mean([float(r.data.tags[key]) for r in evals[arm]]))
+        assert row["wall_time_s"] == pytest.approx(np.mean([r.data.metrics["wall_time_s"] for r in evals[arm]]))
+        # Markdown shows the same numbers at 4 significant digits
+        cells = ranking[arm]
+        shown = [float(x) for x in re.findall(r"[-\d.e+]+", cells[2].split("(n=")[0])]
+        assert shown == pytest.approx([mean, low, high], rel=6e-4)
+        assert float(cells[3]) == pytest.approx(study.best_value, rel=6e-4)
+        assert cells[5] == f"{row['trials_complete']} / {row['trials_pruned']} / {row['trials_failed']}"
+        for name, value in study.best_params.items():
+            assert re.search(rf"{name}=([-\d.e+]+)", cells[4]).group(1) == f"{value:.4g}"
+        assert float(cost[arm][2]) == pytest.approx(row["steps"], rel=1e-5)
+        finals[arm] = {key: np.mean([[m.value for m in sorted(client.get_metric_history(r.info.run_id, key),
+                                                               key=lambda m: m.step)] for r in evals[arm]], axis=0)
+                       for key in ("val/acc", "steps", "samples", "wall_time_s")}
+
+    # the target: 3rd best of the 4 final mean validation values; time to it from MLflow histories
+    target = sorted((f["val/acc"][-1] for f in finals.values()), reverse=True)[2]
+    assert table["target"].unique() == pytest.approx([target])
+    assert f"val/acc ≥ {target:.4g}" in md
+    for arm in ARMS:
+        hit = np.flatnonzero(finals[arm]["val/acc"] >= target)
+        expected = {"epochs": hit[0] + 1 if hit.size else math.inf,
+                    **{k: finals[arm][k][hit[0]] if hit.size else math.inf for k in ("steps", "samples",
+                                                                                     "wall_time_s")}}
+        for k, v in expected.items():
+            assert table.loc[arm, f"target_{k}"] == pytest.approx(v)
+        assert _num(cost[arm][5]) == pytest.approx(expected["epochs"])
+        assert _num(cost[arm][8]) == pytest.approx(expected["wall_time_s"], rel=6e-3)
+
+    # pairwise: paired t-tests on MLflow's per-seed test values, Holm over the 6 pairs
+    pairs = pd.read_csv(out / "pairwise.csv")
+    assert len(pairs) == 6 and set(pairs["test"]) == {"paired t"}
+    raw = []
+    for _, p in pairs.iterrows():
+        xa = [r.data.metrics["test/acc"] for r in evals[p["arm_a"]]]
+        xb = [r.data.metrics["test/acc"] for r in evals[p["arm_b"]]]
+        d = np.subtract(xa, xb)
+        raw.append(sps.ttest_rel(xa, xb).pvalue if np.ptp(d) > 0 else (1.0 if d[0] == 0 else 0.0))
+    assert pairs["p"].tolist() == pytest.approx(raw)
+    assert pairs["p_holm"].tolist() == pytest.approx(stats.holm(raw))
+    md_pairs = _md_table(md, "## Pairwise comparisons")[2:]
+    assert len(md_pairs) == 6
+    for cells, (_, p) in zip(md_pairs, pairs.iterrows()):
+        assert (cells[0], cells[1], cells[3], cells[6]) == (p["arm_a"], p["arm_b"], "paired t", p["verdict"])
+        assert float(cells[5]) == pytest.approx(p["p_holm"], rel=2e-3)
+        assert ("better" in p["verdict"]) == (p["p_holm"] < 0.05)
+
+    # the HTML is the same text: every Markdown ranking cell appears in it, and it stands alone
+    for cells in ranking.values():
+        for cell in cells[:4]:
+            assert f"<td>{html.escape(cell, quote=False)}</td>" in page
+    srcs = re.findall(r'src="([^"]*)"', page)
+    assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert not re.search(r"(href|src)=\"https?:", page)
+
+    # figures: learning/lr/tuning curves and Optuna's per arm; importances skipped with a reason
+    figs = out / "figures"
+    for name in ("learning_curves", "lr_curves", "tuning_curves"):
+        assert (figs / f"{name}.png").stat().st_size > 5000
+    assert "![learning rate](figures/lr_curves.png)" in md and "![tuning curves](figures/tuning_curves.png)" in md
+    for arm in ARMS:
+        study = optuna.load_study(study_name=f"quickstart-quick/{arm}", storage=storage)
+        n_complete = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+        if n_complete >= 2:
+            assert (figs / "optuna" / f"{arm}-history.png").exists() and (figs / "optuna" / f"{arm}-slice.png").exists()
+    assert "sgd: importances skipped (a single tuned parameter, `lr`" in md  # sgd tunes lr only
+    assert "## Provenance" in md and "quickstart.toml" in md and "git:" in md and "torch" in md
+
+    # the report files are artifacts of every arm's parent run
+    for arm in ARMS:
+        parent = next(r for r in runs if r.data.tags.get("phase") == "arm" and r.data.tags["arm"] == arm)
+        names = {f.path for f in client.list_artifacts(parent.info.run_id, "report")}
+        assert {"report/report.html", "report/report.md", "report/summary.csv", "report/pairwise.csv"} <= names
+
+
+MULTI = """
+name = "two-models"
+model = "mlp"
+dataset = "digits"
+epochs = 2
+[params]
+hidden_sizes = "32"
+[tuning]
+n_trials = 1
+[eval]
+seeds = 2
+[[arms]]
+name = "mlp-sgd"
+optimizer = "sgd"
+[[arms]]
+name = "mlp-adam"
+optimizer = "adam"
+[[arms]]
+name = "linear-sgd"
+model = "linear"
+optimizer = "sgd"
+[[arms]]
+name = "linear-adam"
+model = "linear"
+optimizer = "adam"
+"""
+
+
+@pytest.mark.slow
+def test_a_study_over_two_models_gets_a_performance_profile_and_rank_table(stores):
+    path = stores.root / "two.toml"
+    path.write_text(MULTI)
+    assert stores.run("run", str(path), "--quiet") == 0
+    out = stores.results / "two-models"
+    table = pd.read_csv(out / "summary.csv").set_index("arm")
+    assert set(table["task"]) == {"mlp on digits", "linear on digits"}
+    assert set(table["method"]) == {"sgd", "adam"}
+    md = (out / "report.md").read_text()
+    assert "### mlp on digits" in md and "### linear on digits" in md and "## Across models" in md
+    assert (out / "figures" / "performance_profile.png").exists()
+    # one target per task; pairwise tests stay within a task (1 pair each)
+    assert table.groupby("task")["target"].nunique().eq(1).all()
+    assert len(pd.read_csv(out / "pairwise.csv")) == 2
+    rank_rows = _md_table(md, "Rank of each method's test mean per task")
+    header, ranks = rank_rows[0], {r[0]: r for r in rank_rows[2:]}
+    for task in ("mlp on digits", "linear on digits"):
+        best = table[table["task"] == task].sort_values("test_mean", ascending=False).iloc[0]["method"]
+        assert float(ranks[best][header.index(task)]) == 1.0
+    profile = {r[0]: [float(x) for x in r[1:]] for r in _md_table(md, "| method | ρ(τ=1)")[2:]}
+    assert set(profile) == {"sgd", "adam"}
+    assert all(0.0 <= v <= 1.0 for vals in profile.values() for v in vals)
+    # on every task where someone reaches the target, the fastest method has ratio 1
+    reached = table.groupby("task")["target_wall_time_s"].min().map(math.isfinite).sum()
+    assert sum(vals[0] for vals in profile.values()) * 2 >= reached
