@@ -42,6 +42,7 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--data-seed", type=int, default=0)
     tr.add_argument("--accelerator", default="auto")
+    tr.add_argument("--progress-bar", action="store_true", help="show Lightning's own progress bar (off by default)")
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="hyper-parameter (TOML value syntax: --set lr=0.1 --set hidden_sizes='\"64\"')")
     tr.add_argument("--tracking-uri")
@@ -150,7 +151,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = RunConfig.build(model=args.model, dataset=args.dataset, optimizer=args.optimizer,
                              schedule=args.schedule, params=parse_set(args.set), epochs=args.epochs,
                              seed=args.seed, data_seed=args.data_seed, objective=objective,
-                             evaluate_test=True, accelerator=args.accelerator)
+                             evaluate_test=True, accelerator=args.accelerator, progress_bar=args.progress_bar)
     tracker = Tracker(tracking_uri(args.tracking_uri))
     exp = tracker.experiment_id(args.experiment)
     logger = tracker.start_run(exp, f"{args.model}-{args.optimizer}-seed{args.seed}", {
