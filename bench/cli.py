@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tomllib
 from pathlib import Path
@@ -28,6 +29,10 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("study", help="study file (TOML)")
     _store_flags(run)
     run.add_argument("--quiet", action="store_true", help="no live progress display (CI logs)")
+    run.add_argument("--workers", type=int, default=1,
+                     help="worker processes on this machine sharing the stores (other machines may join with "
+                          "the same command and a shared --storage/--tracking-uri)")
+    run.add_argument("--worker-of", type=int, default=0, help=argparse.SUPPRESS)  # set by --workers: one worker
 
     rep = sub.add_parser("report", help="rebuild the report from MLflow + Optuna only")
     rep.add_argument("study")
@@ -85,12 +90,61 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     spec = spec_mod.load(args.study)
     spec = spec.quick_variant() if args.quick else spec
-    budgets = {a.name: spec.tuning.n_trials + spec.eval.seeds for a in arms(spec)}
     uri = tracking_uri(args.tracking_uri)
-    with StudyProgress(budgets, quiet=args.quiet) as progress:
+    if args.workers > 1:
+        # Create both stores' schemas once, here: concurrent first-time migrations of one SQLite
+        # file collide ("table ... already exists").
+        from bench.tracking import Tracker
+        from bench.tuning.storage import open_storage
+
+        Tracker(uri).experiment_id(spec.name)
+        open_storage(args.storage)
+        code = _run_workers(args)
+        return code if code else _report(spec, uri, args)
+    if args.worker_of:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.worker_of))  # no oversubscription
+    budgets = {a.name: spec.tuning.n_trials + spec.eval.seeds for a in arms(spec)}
+    with StudyProgress(budgets, quiet=args.quiet or bool(args.worker_of)) as progress:
         StudyRunner(spec, tracking_uri=uri, storage_url=args.storage, progress=progress,
-                    study_file=args.study).run()
-    return _report(spec, uri, args)
+                    study_file=args.study, workers=max(args.workers, args.worker_of, 1)).run()
+    return 0 if args.worker_of else _report(spec, uri, args)
+
+
+def _run_workers(args: argparse.Namespace) -> int:
+    """Start `--workers` processes of `bench run` on the same stores; each takes free trial slots
+    and eval seeds until the study is done. Ctrl-C or a failure stops them all."""
+    import subprocess
+    import time
+
+    cmd = [sys.executable, "-m", "bench.cli", "run", args.study, "--quiet", "--worker-of", str(args.workers),
+           "--results-dir", args.results_dir]
+    for flag, value in (("--storage", args.storage), ("--tracking-uri", args.tracking_uri)):
+        if value:
+            cmd += [flag, value]
+    if args.quick:
+        cmd.append("--quick")
+    threads = max(1, (os.cpu_count() or 1) // args.workers)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    procs = [subprocess.Popen(cmd, env=env) for _ in range(args.workers)]
+    print(f"{args.workers} workers started (pids {' '.join(str(p.pid) for p in procs)}, {threads} thread(s) each)",
+          file=sys.stderr)
+    try:
+        while any(p.poll() is None for p in procs):  # poll all: a dead worker is reaped at once
+            time.sleep(0.5)
+        codes = [p.returncode for p in procs]
+    except KeyboardInterrupt:  # the workers got the Ctrl-C too: let them mark their runs KILLED
+        for p in procs:
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.terminate()
+        raise
+    if any(codes):
+        print(f"bench run: workers exited with codes {codes}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -162,6 +162,8 @@ def fit(config: RunConfig, reporter: Reporter | None = None, *, launched: bool =
     if config.world_size > 1 and not launched:
         raise ValueError(f"devices={config.devices} x num_nodes={config.num_nodes} trains in its own process "
                          "group: use bench.tuning.executor.execute (Lightning would re-run this script per rank)")
+    if launched and config.world_size > 1:  # ranks share this machine's cores: no oversubscription
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // config.devices))
     seed_everything(config.seed)
     device = resolve_device(config.accelerator)
     data = load_dataset(config.dataset, config.data_seed, **config.data_args).to(device)

@@ -43,3 +43,23 @@ class Stores:
 @pytest.fixture
 def stores(tmp_path: Path) -> Stores:
     return Stores(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory):
+    """A private PostgreSQL cluster on 127.0.0.1 with databases `optuna` and `mlflow`."""
+    from tests.services import Postgres
+
+    pg = Postgres(tmp_path_factory.mktemp("pg") / "cluster").start()
+    yield pg
+    pg.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(postgres, tmp_path_factory):
+    """`mlflow server` backed by the PostgreSQL database `mlflow`, artifacts proxied to a temp dir."""
+    from tests.services import MlflowServer
+
+    server = MlflowServer(postgres.url("mlflow"), tmp_path_factory.mktemp("mlflow") / "artifacts")
+    yield server
+    server.stop()

@@ -44,7 +44,10 @@ def worker_alive(worker: str | None) -> bool:
         return False
     except (PermissionError, ValueError):
         return True
-    return True
+    try:  # a killed worker that its parent has not reaped yet is a zombie: dead all the same
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 class StudyLock:
