@@ -157,7 +157,7 @@ class Tracker:
     def start_run(
         self, experiment_id: str, name: str, tags: dict[str, str], parent_id: str | None = None
     ) -> RunLogger:
-        all_tags = {**provenance(), **tags}
+        all_tags = {k: str(v) for k, v in {**provenance(), **tags}.items()}  # REST stores take strings only
         if parent_id:
             all_tags["mlflow.parentRunId"] = parent_id
         run = self.client.create_run(experiment_id, run_name=name, tags=all_tags)

@@ -48,11 +48,18 @@ def stores(tmp_path: Path) -> Stores:
 @pytest.fixture(scope="session")
 def postgres(tmp_path_factory):
     """A private PostgreSQL cluster on 127.0.0.1 with databases `optuna` and `mlflow`."""
+    import shutil
+    import tempfile
+
     from tests.services import Postgres
 
-    pg = Postgres(tmp_path_factory.mktemp("pg") / "cluster").start()
+    # not under pytest's tmp dir: that one is private to root, and the server runs as `postgres`
+    root = Path(tempfile.mkdtemp(prefix="bench-pg-"))
+    root.chmod(0o755)
+    pg = Postgres(root / "cluster").start()
     yield pg
     pg.stop()
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

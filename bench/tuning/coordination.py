@@ -25,6 +25,7 @@ from pathlib import Path
 
 import optuna
 import sqlalchemy
+from optuna.storages._heartbeat import is_heartbeat_enabled
 
 from bench.tuning.storage import DEFAULT_STORAGE, HEARTBEAT_INTERVAL_S, is_rdb
 
@@ -85,18 +86,24 @@ class StudyLock:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def heartbeats_on(storage: optuna.storages.BaseStorage) -> bool:
+    """True for RDB storages opened with a heartbeat interval (the study's storage is Optuna's
+    caching wrapper around it, which forwards heartbeats)."""
+    return is_heartbeat_enabled(storage)
+
+
 class Heartbeat:
     """Records an RDB heartbeat for a running trial every HEARTBEAT_INTERVAL_S (no-op otherwise)."""
 
     def __init__(self, storage: optuna.storages.BaseStorage, trial_id: int) -> None:
         self._stop = threading.Event()
         self._thread = None
-        if isinstance(storage, optuna.storages.RDBStorage) and storage.is_heartbeat_enabled():
+        if heartbeats_on(storage):
             storage.record_heartbeat(trial_id)
             self._thread = threading.Thread(target=self._beat, args=(storage, trial_id), daemon=True)
             self._thread.start()
 
-    def _beat(self, storage: optuna.storages.RDBStorage, trial_id: int) -> None:
+    def _beat(self, storage: optuna.storages.BaseStorage, trial_id: int) -> None:
         while not self._stop.wait(HEARTBEAT_INTERVAL_S):
             with contextlib.suppress(Exception):  # a missed beat is retried; the trial goes on
                 storage.record_heartbeat(trial_id)

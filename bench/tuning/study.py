@@ -28,7 +28,7 @@ from bench.spec import RunConfig, StudySpec, direction_of, hparams_for
 from bench.tracking import WRITER, RunLogger, Tracker, flat_error, redact
 from bench.train import RunResult
 from bench.tuning import samplers
-from bench.tuning.coordination import WORKER_ID, Heartbeat, StudyLock, worker_alive
+from bench.tuning.coordination import WORKER_ID, Heartbeat, StudyLock, heartbeats_on, worker_alive
 from bench.tuning.executor import execute
 from bench.tuning.space import sample
 from bench.tuning.storage import open_storage
@@ -253,7 +253,7 @@ class StudyRunner:
                 study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", "orphaned: its worker died")
                 study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
                 dead.append(trial)
-        if isinstance(study._storage, optuna.storages.RDBStorage) and study._storage.is_heartbeat_enabled():
+        if heartbeats_on(study._storage):
             optuna.storages.fail_stale_trials(study)  # other machines: no heartbeat for GRACE_PERIOD_S
             for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
                 if "fail_reason" not in trial.user_attrs:
