@@ -122,6 +122,45 @@ def step_overhead(repeats: int) -> dict:
             "repeats": repeats, "threads": torch.get_num_threads()}
 
 
+WORKER_STUDY = """
+name = "perf-workers"
+model = "mlp"
+dataset = "digits"
+epochs = 10
+[params]
+hidden_sizes = "128-64"
+batch_size = 64
+[tuning]
+n_trials = {n_trials}
+pruner = "none"
+[eval]
+seeds = 2
+[[arms]]
+optimizer = "sgd"
+"""
+
+
+def worker_scaling(workdir: Path, n_trials: int = 24) -> dict:
+    """Trials per hour of `bench run --workers 2` (1 torch thread each) ÷ one worker using both
+    cores' threads, on fresh stores each, same study (the digits MLP)."""
+    import subprocess
+    import sys
+
+    rates = {}
+    for workers in (1, 2):
+        root = workdir / f"w{workers}"
+        root.mkdir()
+        (root / "study.toml").write_text(WORKER_STUDY.format(n_trials=n_trials))
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "bench.cli", "run", "study.toml", "--quiet", "--workers", str(workers)],
+                       cwd=root, check=True, capture_output=True)
+        rates[workers] = n_trials / (time.perf_counter() - t0) * 3600
+    ratio = rates[2] / rates[1]
+    return {"trials_per_hour_1_worker_2_threads": rates[1], "trials_per_hour_2_workers_1_thread": rates[2],
+            "ratio": ratio, "target": 1.8, "met": ratio >= 1.8, "n_trials": n_trials,
+            "note": "wall time of the whole `bench run` (tuning + 2 eval seeds + report), process start included"}
+
+
 def main(out: Path, repeats: int = 5) -> int:
     out.mkdir(parents=True, exist_ok=True)
     report: dict = {"host": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
@@ -129,6 +168,8 @@ def main(out: Path, repeats: int = 5) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         report["mlflow_logging"] = logging_ratio(repeats, Path(tmp))
     report["step_overhead"] = step_overhead(repeats)
+    with tempfile.TemporaryDirectory() as tmp:
+        report["workers"] = worker_scaling(Path(tmp))
     try:
         from bench.perf_pruning import measure_pruning
     except ImportError:
@@ -154,6 +195,11 @@ def render(r: dict) -> str:
         f"{s['overhead_ms_per_step']:.3f} ms ({s['fit_ms_per_step']:.3f} vs {s['plain_ms_per_step']:.3f} ms/step) | "
         f"≤ {s['target_ms']} ms ({ok(s['met'])}) |",
     ]
+    if "workers" in r:
+        w = r["workers"]
+        lines.append(f"| trials/hour, 2 workers x 1 thread ÷ 1 worker x 2 threads ({w['n_trials']} trials) | "
+                     f"{w['ratio']:.2f} ({w['trials_per_hour_2_workers_1_thread']:.0f} vs "
+                     f"{w['trials_per_hour_1_worker_2_threads']:.0f}) | ≥ {w['target']} ({ok(w['met'])}) |")
     if "pruning" in r and isinstance(r["pruning"], dict):
         lines += ["", "## Pruning", "", "```", json.dumps(r["pruning"], indent=2, default=str), "```"]
     return "\n".join(lines) + "\n"
