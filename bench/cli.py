@@ -47,6 +47,10 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--data-seed", type=int, default=0)
     tr.add_argument("--accelerator", default="auto")
+    tr.add_argument("--devices", type=int, default=1, help="> 1: trains in its own process group")
+    tr.add_argument("--num-nodes", type=int, default=1)
+    tr.add_argument("--strategy", default="auto", choices=["auto", "ddp", "ddp_spawn", "fsdp", "deepspeed"])
+    tr.add_argument("--precision", default="32-true")
     tr.add_argument("--progress-bar", action="store_true", help="show Lightning's own progress bar (off by default)")
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="hyper-parameter (TOML value syntax: --set lr=0.1 --set hidden_sizes='\"64\"')")
@@ -193,19 +197,17 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from bench.spec import RunConfig, direction_of
+    from bench.spec import RunConfig, default_objective, direction_of
     from bench.tracking import Tracker, tracking_uri
-    from bench.train import fit
+    from bench.tuning.executor import execute
 
-    objective = "val/acc"
-    from bench.data import DATASETS
-
-    if DATASETS.get(args.dataset).meta["task"] == "regression":
-        objective = "val/mse"
+    objective = default_objective(args.model, args.dataset)
     config = RunConfig.build(model=args.model, dataset=args.dataset, optimizer=args.optimizer,
                              schedule=args.schedule, params=parse_set(args.set), epochs=args.epochs,
                              seed=args.seed, data_seed=args.data_seed, objective=objective,
-                             evaluate_test=True, accelerator=args.accelerator, progress_bar=args.progress_bar)
+                             evaluate_test=True, accelerator=args.accelerator, progress_bar=args.progress_bar,
+                             devices=args.devices, num_nodes=args.num_nodes, strategy=args.strategy,
+                             precision=args.precision)
     tracker = Tracker(tracking_uri(args.tracking_uri))
     exp = tracker.experiment_id(args.experiment)
     logger = tracker.start_run(exp, f"{args.model}-{args.optimizer}-seed{args.seed}", {
@@ -214,7 +216,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     logger.log_params(config.params)
     logger.log_dict(config.model_dump(), "config.json")
     try:
-        result = fit(config, reporter=logger)
+        result = execute(config, logger, context={"tracking_uri": tracker.uri, "run_id": logger.run_id})
     except BaseException as err:
         logger.set_tags({"error": f"{type(err).__name__}: {err}"[:500]})
         logger.finish("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")

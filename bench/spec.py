@@ -40,6 +40,14 @@ class SpecError(ValueError):
     """A study-file problem; str() is the one-line message the CLI prints before exiting 2."""
 
 
+def default_objective(model: str, dataset: str) -> str:
+    """The model's natural validation metric (e.g. val/mmd for the GAN), else by dataset task."""
+    declared = MODELS.get(model).meta.get("objective")
+    if declared:
+        return declared
+    return "val/mse" if DATASETS.get(dataset).meta["task"] == "regression" else "val/acc"
+
+
 def direction_of(metric: str) -> Literal["minimize", "maximize"]:
     return "maximize" if metric.rsplit("/", 1)[-1] in MAXIMIZED_METRICS else "minimize"
 
@@ -435,9 +443,7 @@ class StudySpec(Strict):
         }
 
     def objective_metric(self) -> str:
-        if self.objective:
-            return self.objective
-        return "val/mse" if DATASETS.get(self.dataset).meta["task"] == "regression" else "val/acc"
+        return self.objective or default_objective(self.model, self.dataset)
 
     def quick_variant(self) -> StudySpec:
         """The same study with the `[quick]` budgets, stored under its own name."""
