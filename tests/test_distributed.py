@@ -111,3 +111,6 @@ def test_strategy_study_ddp_arm_agrees_with_single_process_and_prunes_on_every_r
         assert steps == sorted(set(steps)) and len(steps) == int(run.data.tags["epochs_run"])
     table = pd.read_csv(stores.results / "strategies-quick" / "summary.csv").set_index("arm")
     assert table.loc["sgd-ddp2", "test_mean"] == pytest.approx(table.loc["sgd-auto", "test_mean"], abs=1e-6)
+    report = (stores.results / "strategies-quick" / "report.md").read_text()
+    assert "## Execution strategies" in report
+    assert "| sgd-auto (auto x1) | sgd-ddp2 (ddp x2) | 0 | agree |" in report

@@ -137,6 +137,7 @@ def markdown(result: StudyResult, table: pd.DataFrame, analysis: Analysis, figur
                   f"![learning rate]({_rel(figures['lr_curves'], out_dir)})", ""]
     lines += tuning_section(result, figures, out_dir)
     lines += factor_sections(result)
+    lines += strategy_section(result)
     if multi:
         lines += cross_model_section(analysis, figures, out_dir)
     lines += ["", "## Best hyper-parameters", "",
@@ -255,6 +256,35 @@ def _arm_setting(result: StudyResult, key: str) -> str:
     """The arms' sampler or pruner: one name, or 'per arm (a, b)' when arms differ."""
     names = list(dict.fromkeys(getattr(a.arm, key) for a in result.arms))
     return names[0] if len(names) == 1 else f"per arm: {', '.join(names)}"
+
+
+STRATEGY_TOLERANCE = 1e-3  # |difference of test means| under which two executions "agree"
+
+
+def strategy_section(result: StudyResult) -> list[str]:
+    """Arms identical but for how they execute (strategy, devices, ...): do their results agree?
+    With the global batch fixed and exact gradient weighting they should, up to float noise."""
+    from bench.report.stats import mean_ci
+
+    def key(a):  # everything but the execution
+        return (a.arm.model, a.arm.dataset, a.arm.optimizer, a.arm.schedule, a.arm.regularizers,
+                tuple(sorted(a.arm.fixed.items())), tuple(sorted((k, d.describe()) for k, d in a.arm.space.items())))
+
+    rows = []
+    for i, a in enumerate(result.arms):
+        for b in result.arms[i + 1:]:
+            if key(a) == key(b) and a.arm.execution != b.arm.execution and a.test_values and b.test_values:
+                diff = mean_ci(a.test_values)[0] - mean_ci(b.test_values)[0]
+                verdict = "agree" if abs(diff) <= STRATEGY_TOLERANCE else "DIFFER"
+                desc = lambda arm: f"{arm.execution.get('strategy')} x{arm.execution.get('devices')}"  # noqa: E731
+                rows.append(f"| {a.arm.name} ({desc(a.arm)}) | {b.arm.name} ({desc(b.arm)}) | {diff:.3g} | {verdict} |")
+    if not rows:
+        return []
+    return ["", "## Execution strategies", "",
+            f"Arms that differ only in how they execute. The global batch is the same on every rank count "
+            f"(each rank takes 1/world of it; learning-rate scaling rule: none), so {result.test_metric} "
+            f"should not change: they agree when the means differ by at most {STRATEGY_TOLERANCE:g}.", "",
+            f"| arm A | arm B | mean A − B ({result.test_metric}) | verdict |", "|---|---|---|---|", *rows]
 
 
 def factor_sections(result: StudyResult) -> list[str]:
