@@ -31,7 +31,7 @@ def free_port() -> int:
 def _missing(what: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"{what} is required in CI (apt-get install postgresql)")
-    pytest.skip(f"{what} not installed here (apt-get install postgresql)")
+    pytest.skip(reason=f"{what} not installed here (apt-get install postgresql); CI fails instead")
 
 
 class Postgres:
