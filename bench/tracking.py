@@ -28,7 +28,6 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-TAG = ""  # prefix of provenance tags (kept short: they are grouping keys in the UI)
 _BATCH = 500  # MLflow accepts at most 1000 metrics / 100 params / 100 tags per log_batch
 _PARAM_BATCH = 100
 
@@ -80,16 +79,16 @@ def provenance() -> dict[str, str]:
             return ""
 
     tags = {
-        f"{TAG}git_sha": git("rev-parse", "HEAD") or "unknown",
-        f"{TAG}git_dirty": str(bool(git("status", "--porcelain", "--untracked-files=no"))).lower(),
-        f"{TAG}python": platform.python_version(),
-        f"{TAG}host": f"{platform.system()} {platform.machine()} ({os.cpu_count()} cpus)",
+        "git_sha": git("rev-parse", "HEAD") or "unknown",
+        "git_dirty": str(bool(git("status", "--porcelain", "--untracked-files=no"))).lower(),
+        "python": platform.python_version(),
+        "host": f"{platform.system()} {platform.machine()} ({os.cpu_count()} cpus)",
     }
     for pkg in ("bench", "torch", "pytorch-lightning", "mlflow", "optuna", "numpy", "scikit-learn"):
         try:
-            tags[f"{TAG}version.{pkg}"] = metadata.version(pkg)
+            tags[f"version.{pkg}"] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
-            tags[f"{TAG}version.{pkg}"] = "not installed"
+            tags[f"version.{pkg}"] = "not installed"
     return tags
 
 
