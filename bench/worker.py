@@ -74,7 +74,19 @@ def _train(ctx: dict, strategy: str | None = None) -> int:
         if logger is not None:
             logger.flush()  # the launcher records the final tags and ends the run
         Path(ctx["result_path"]).write_text(json.dumps(dataclasses.asdict(result), default=str))
+    _close_process_group()
     return 0
+
+
+def _close_process_group() -> None:
+    """Tear the process group down before the interpreter exits. Left to interpreter shutdown,
+    gloo's threads can still be running when their C++ objects are destroyed, and the rank dies
+    with SIGABRT ("terminate called without an active exception") after a successful run."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()  # no rank tears the group down while a peer still talks to it
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 
 from bench.spec import RunConfig
 from bench.train import fit
-from bench.tuning.executor import LaunchError, execute
+from bench.tuning.executor import LaunchError, _root_error, execute
 from tests.conftest import STUDIES
 
 pytestmark = pytest.mark.slow
@@ -25,6 +25,30 @@ def config(**kw) -> RunConfig:
     base = dict(model="mlp", dataset="digits", optimizer="sgd", params={"lr": 0.1, "hidden_sizes": "32"},
                 epochs=2, accelerator="cpu", evaluate_test=True)
     return RunConfig.build(**{**base, **kw})
+
+
+TORCHRUN_STDERR = """\
+Traceback (most recent call last):
+  File "bench/worker.py", line 60, in _train
+    raise ValueError("rank 1 exploded")
+ValueError: rank 1 exploded
+E1123 api.py:1002] failed (exitcode: 1) local_rank: 1 (pid: 3091) of binary: python
+Traceback (most recent call last):
+  File "torch/distributed/launcher/api.py", line 383, in launch_agent
+    raise ChildFailedError(
+torch.distributed.elastic.multiprocessing.errors.ChildFailedError:
+======================================================
+bench.worker FAILED
+  traceback : To enable traceback see: https://pytorch.org/docs/stable/elastic/errors.html
+======================================================
+"""
+
+
+def test_a_failed_group_is_reported_by_its_ranks_error_not_by_torchruns_summary():
+    assert _root_error(TORCHRUN_STDERR) == "ValueError: rank 1 exploded"
+    killed = "terminate called without an active exception\n  traceback : Signal 6 (SIGABRT) received by PID 7\n===="
+    assert _root_error(killed) == "traceback : Signal 6 (SIGABRT) received by PID 7"
+    assert _root_error("") == "no output"
 
 
 def worker_pids() -> list[int]:

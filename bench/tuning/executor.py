@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,8 +22,6 @@ from typing import Any
 
 from bench.spec import RunConfig
 from bench.train import Reporter, RunResult, fit
-
-TAIL_CHARS = 2000  # stderr kept for the error message of a failed multi-process run
 
 
 class LaunchError(RuntimeError):
@@ -63,8 +62,8 @@ def launch(config: RunConfig, context: dict[str, Any]) -> RunResult:
             finally:
                 _kill_group(proc)  # ranks that outlived a failed peer
         if code != 0 or not result_path.exists():
-            tail = err_path.read_text()[-TAIL_CHARS:]
-            raise LaunchError(f"{config.devices}-process run exited with code {code}: {_last_error(tail)}")
+            stderr = err_path.read_text()
+            raise LaunchError(f"{config.devices}-process run exited with code {code}: {_root_error(stderr)}")
         data = json.loads(result_path.read_text())
     return RunResult(**data)
 
@@ -77,10 +76,17 @@ def _kill_group(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def _last_error(stderr: str) -> str:
-    """The most telling line of a worker's stderr (the last exception line), else its last line."""
+# The final line of a Python traceback: "pkg.module.SomeError: message" (or a bare exception name).
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b(:.*)?$")
+LAUNCHER_ERRORS = ("ChildFailedError", "SignalException")  # torchrun's summary, not the cause
+
+
+def _root_error(stderr: str) -> str:
+    """The most telling line of a process group's stderr: the last exception raised in a rank
+    (torchrun's own ChildFailedError summary only says that a rank failed), else the last line."""
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    for line in reversed(lines):
-        if "Error" in line and ":" in line and not line.startswith(("File ", "raise ")):
-            return line[:500]
-    return lines[-1][:500] if lines else "no output"
+    causes = [line for line in lines if EXCEPTION_LINE.match(line) and not any(e in line for e in LAUNCHER_ERRORS)]
+    if causes:
+        return causes[-1][:500]
+    tail = [line for line in lines if not line.startswith(("File ", "raise ", "[", "="))]
+    return (tail or lines or ["no output"])[-1][:500]
