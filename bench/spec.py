@@ -12,13 +12,14 @@ import hashlib
 import json
 import re
 import tomllib
+from collections.abc import Container
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bench.data import DATASETS, resolve_args
-from bench.hparams import Dist, HParam
+from bench.hparams import Dist, HParam, choice
 from bench.models import MODELS
 from bench.optim import OPTIMIZERS, REGULARIZERS, SCHEDULES, regularization
 from bench.registry import Registry
@@ -67,6 +68,35 @@ def hparams_for(model: str, optimizer: str, schedule: str, regularizers: tuple[s
     return {hp.name: hp for hp in owned}
 
 
+OPTIMIZER_KEY = "optimizer"  # the categorical parameter of an arm that chooses among optimizers
+
+
+def arm_hparams(model: str, optimizers: tuple[str, ...] | list[str], schedule: str,
+                regularizers: tuple[str, ...] | list[str] = ()) -> dict[str, HParam]:
+    """The names an arm's `params` and `space` may use. One optimizer: `hparams_for`. Several (the
+    optimizer is itself tuned): `optimizer`, the names every choice declares (shared by all
+    branches), and each choice's own names as `<optimizer>.<name>` (used only when it is chosen)."""
+    if len(optimizers) == 1:
+        return hparams_for(model, optimizers[0], schedule, regularizers)
+    each = {o: hparams_for(model, o, schedule, regularizers) for o in optimizers}
+    first = each[optimizers[0]]
+    return {
+        OPTIMIZER_KEY: HParam(OPTIMIZER_KEY, "str", optimizers[0], "the optimizer a trial trains with",
+                              choices=tuple(optimizers)),
+        **{k: hp for k, hp in first.items() if all(k in d for d in each.values())},
+        **{f"{o}.{k}": hp for o, d in each.items() for k, hp in d.items()},
+    }
+
+
+def chosen_params(values: dict[str, Any], optimizer: str, declared: Container[str]) -> dict[str, Any]:
+    """The values of an arm (fixed and sampled) that apply once `optimizer` is chosen, un-prefixed:
+    the plain names it declares, then its own `<optimizer>.<name>` ones, which win. For an arm
+    with a single optimizer this is `values` itself."""
+    shared = {k: v for k, v in values.items() if "." not in k and k != OPTIMIZER_KEY and k in declared}
+    own = {k.removeprefix(f"{optimizer}."): v for k, v in values.items() if k.startswith(f"{optimizer}.")}
+    return {**shared, **own}
+
+
 def resolve_params(
     model: str, optimizer: str, schedule: str, given: dict[str, Any], regularizers: tuple[str, ...] | list[str] = ()
 ) -> dict[str, Any]:
@@ -92,6 +122,25 @@ def resolve_params(
 
 def _owners(model: str, optimizer: str, schedule: str, regularizers: tuple[str, ...] | list[str] = ()) -> str:
     return "/".join([model, optimizer, schedule, *regularizers])
+
+
+def _undeclared(key: str, model: str, optimizers: tuple[str, ...], schedule: str, regularizers: tuple[str, ...],
+                declared: dict[str, HParam]) -> str:
+    """Why an arm's params/space name is not one of the arm's, with the fix for a choice arm."""
+    prefix, dot, _ = key.partition(".")
+    if len(optimizers) > 1 and dot:
+        if prefix not in optimizers:
+            return f"'{prefix}' is not one of the arm's optimizers ({', '.join(optimizers)})"
+        own = ", ".join(sorted(hparams_for(model, prefix, schedule, regularizers)))
+        return f"not a hyper-parameter of {_owners(model, prefix, schedule, regularizers)} (known: {own})"
+    having = [o for o in optimizers if key in hparams_for(model, o, schedule, regularizers)]
+    if having:
+        lacking = [o for o in optimizers if o not in having]
+        return f"not a hyper-parameter of {', '.join(lacking)}; name it per optimizer, e.g. '{having[0]}.{key}'"
+    known = ", ".join(sorted(k for k in declared if "." not in k and k != OPTIMIZER_KEY))
+    per_optimizer = "; per optimizer: <optimizer>.<name>" if len(optimizers) > 1 else ""
+    return (f"not a hyper-parameter of {_owners(model, '|'.join(optimizers), schedule, regularizers)} "
+            f"(known: {known}{per_optimizer})")
 
 
 Strategy = Literal["auto", "ddp", "ddp_spawn", "fsdp", "deepspeed"]
@@ -218,7 +267,7 @@ class ArmSpec(Strict):
     """One compared configuration: its own Optuna study with the study's shared budget."""
 
     name: str | None = None
-    optimizer: str
+    optimizer: str | list[str]  # a list: the optimizer is tuned too, each trial choosing one
     model: str | None = None
     dataset: str | None = None
     schedule: str | None = None
@@ -234,7 +283,6 @@ class ArmSpec(Strict):
     strategy: Strategy | None = None
     precision: Precision | None = None
 
-    _optimizer = field_validator("optimizer")(lambda v: _known(OPTIMIZERS, v))
     _sampler = field_validator("sampler")(lambda v: v if v is None else _known(SAMPLERS, v))
     _pruner = field_validator("pruner")(lambda v: v if v is None else _known(PRUNERS, v))
     _regs = field_validator("regularizers")(lambda v: v if v is None else [_known(REGULARIZERS, r) for r in v])
@@ -245,6 +293,39 @@ class ArmSpec(Strict):
         if v is not None and not re.fullmatch(r"[A-Za-z0-9_.+-]+", v):
             raise ValueError(f"{v!r}: use letters, digits and _ . + - only")
         return v
+
+    @field_validator("optimizer", mode="before")  # before: a wrong type gets this message, not a union's
+    @classmethod
+    def _optimizer(cls, v: Any) -> Any:
+        if not isinstance(v, str | list):
+            raise ValueError(f"expected an optimizer name or a list of them, got {v!r}")
+        for name in [v] if isinstance(v, str) else v:
+            _known(OPTIMIZERS, name)
+        if isinstance(v, list) and len(set(v)) != len(v):
+            raise ValueError(f"listed twice: {v}")
+        if isinstance(v, list) and len(v) < 2:
+            raise ValueError(f"a choice needs at least 2 optimizers (got {v}); name a single one as a string")
+        return v
+
+    @field_validator("params", "space", mode="before")
+    @classmethod
+    def _per_optimizer_tables(cls, v: Any) -> Any:
+        """TOML reads `sgd.lr = ...` (unquoted) and `[arms.space.sgd]` as a table per optimizer:
+        the same as the name "sgd.lr" (no hyper-parameter value or range is itself such a table)."""
+        if not isinstance(v, dict):
+            return v
+        out: dict[str, Any] = {}
+        for key, value in v.items():
+            if key in OPTIMIZERS and isinstance(value, dict):
+                out.update({f"{key}.{name}": x for name, x in value.items()})
+            else:
+                out[key] = value
+        return out
+
+    @property
+    def optimizers(self) -> tuple[str, ...]:
+        """The optimizer, or the ones each trial chooses among."""
+        return (self.optimizer,) if isinstance(self.optimizer, str) else tuple(self.optimizer)
 
 
 class FactorialSpec(Strict):
@@ -335,22 +416,29 @@ class StudySpec(Strict):
                 raise _FieldError(f"{where}.name", f"duplicate arm name '{name}'")
             seen.add(name)
             regs = self.arm_regularizers(arm)
-            declared = hparams_for(model, arm.optimizer, schedule, regs)
-            try:
-                regularization.check(regs, declared=declared, task=task)
-            except ValueError as err:
-                raise _FieldError(f"{where}.regularizers", str(err)) from None
+            each = {o: hparams_for(model, o, schedule, regs) for o in arm.optimizers}
+            declared = arm_hparams(model, arm.optimizers, schedule, regs)
+            owned = {k: hp for d in each.values() for k, hp in d.items()}  # shared params go where declared
+            for d in each.values():
+                try:
+                    regularization.check(regs, declared=d, task=task)
+                except ValueError as err:
+                    raise _FieldError(f"{where}.regularizers", str(err)) from None
             fixed = self.arm_fixed(arm)
             space = self.arm_space(arm)
+            given = [*((k, "params") for k in arm.params), *((k, "space") for k in arm.space or {})]
+            for key, source in given:
+                if key == OPTIMIZER_KEY:
+                    raise _FieldError(f"{where}.{source}.{key}", "to tune the optimizer, list the choices as the "
+                                      "arm's optimizer = [...]")
             for key, source in [*((k, "params") for k in arm.params), *((k, "space") for k in space)]:
                 if key not in declared:
-                    raise _FieldError(f"{where}.{source}.{key}", f"not a hyper-parameter of "
-                                      f"{_owners(model, arm.optimizer, schedule, regs)} "
-                                      f"(known: {', '.join(sorted(declared))})")
-            used_shared.update(k for k in self.params if k in declared)
+                    raise _FieldError(f"{where}.{source}.{key}", _undeclared(key, model, arm.optimizers, schedule,
+                                                                             regs, declared))
+            used_shared.update(k for k in self.params if k in owned)
             for key, value in fixed.items():
                 try:
-                    declared[key].check(value)
+                    declared.get(key, owned.get(key)).check(value)
                 except ValueError as err:
                     raise _FieldError(f"{where}.params.{key}", str(err)) from None
             if not space:
@@ -360,6 +448,10 @@ class StudySpec(Strict):
                     d.check_against(declared[key])
                 except ValueError as err:
                     raise _FieldError(f"{where}.space.{key}", str(err)) from None
+            if self.arm_sampler(arm) == "grid" and len(arm.optimizers) > 1:
+                # GridSampler walks one fixed product of values; branches would repeat each point.
+                raise _FieldError(f"{where}", "the grid sampler needs a fixed search space, but this arm's parameters "
+                                  "depend on the chosen optimizer: use tpe or random, or one arm per optimizer")
             if self.arm_sampler(arm) == "grid":
                 try:
                     points = grid_points(space, {k: declared[k].kind for k in space})
@@ -409,7 +501,7 @@ class StudySpec(Strict):
         return out
 
     def arm_name(self, arm: ArmSpec) -> str:
-        return arm.name or arm.optimizer
+        return arm.name or "|".join(arm.optimizers)
 
     def arm_regularizers(self, arm: ArmSpec) -> tuple[str, ...]:
         return tuple(arm.regularizers if arm.regularizers is not None else self.regularizers)
@@ -425,19 +517,28 @@ class StudySpec(Strict):
         return {k: getattr(arm, k) if getattr(arm, k) is not None else getattr(self, k) for k in EXECUTION_FIELDS}
 
     def arm_fixed(self, arm: ArmSpec) -> dict[str, Any]:
-        """Fixed values for an arm: shared params it declares, then its own; tuned ones excluded."""
-        declared = hparams_for(arm.model or self.model, arm.optimizer, arm.schedule or self.schedule,
-                               self.arm_regularizers(arm))
+        """Fixed values for an arm: shared params it declares, then its own; tuned ones excluded.
+        An arm choosing among optimizers keeps shared params any choice declares (each trial uses
+        those its optimizer has) and drops a name only when every choice tunes it."""
+        opts = arm.optimizers
+        declared = set().union(*(hparams_for(arm.model or self.model, o, arm.schedule or self.schedule,
+                                             self.arm_regularizers(arm)) for o in opts))
         shared = {k: v for k, v in self.params.items() if k in declared}
         space = self.arm_space(arm)
-        return {k: v for k, v in {**shared, **arm.params}.items() if k not in space}
+        return {k: v for k, v in {**shared, **arm.params}.items()
+                if k not in space and not all(f"{o}.{k}" in space for o in opts)}
 
     def arm_space(self, arm: ArmSpec) -> dict[str, Dist]:
-        """The arm's `space` when given; else the optimizer's, schedule's and regularizers' defaults."""
+        """The arm's `space` when given; else the optimizer's, schedule's and regularizers' defaults.
+        An arm choosing among optimizers tunes `optimizer` first, then each optimizer's own space
+        under `<optimizer>.` names (drawn only when it is chosen); the rest is shared."""
+        opts = arm.optimizers
+        choice_of = {OPTIMIZER_KEY: choice(*opts)} if len(opts) > 1 else {}
         if arm.space is not None:
-            return dict(arm.space)
+            return {**choice_of, **arm.space}
         return {
-            **OPTIMIZERS.get(arm.optimizer).meta["space"],
+            **choice_of,
+            **{f"{o}.{k}" if choice_of else k: d for o in opts for k, d in OPTIMIZERS.get(o).meta["space"].items()},
             **SCHEDULES.get(arm.schedule or self.schedule).meta.get("space", {}),
             **regularization.default_space(self.arm_regularizers(arm)),
         }

@@ -4,8 +4,13 @@ Optuna's defaults move between releases (5.0 changed TPE's multivariate and cons
 each builder passes every argument it relies on and returns them as a settings dict that the
 study stores as user attributes and MLflow tags.
 
-Samplers are called as `factory(seed=, n_startup_trials=, workers=, grid=)`; `grid` (name -> list
-of values, from `grid_points`) is only used by `grid`. Pruners are called as
+Samplers are called as `factory(seed=, n_startup_trials=, workers=, grid=, conditional=)`; `grid`
+(name -> list of values, from `grid_points`) is only used by `grid`; `conditional` (the arm tunes
+its optimizer, so which parameters a trial has depends on that choice) only by `tpe`, which then
+models each group of parameters that occur together (`group=True`) instead of sampling the
+conditional ones independently. random handles such spaces as they are; qmc, gp and cmaes draw
+the parameters not in every trial with their independent (random) sampler; grid refuses them.
+Pruners are called as
 `factory(startup_trials=, warmup_epochs=, percentile=, reduction_factor=, min_epochs=, max_epochs=)`;
 each uses the arguments its algorithm has. One resource unit = one epoch (trials report once per
 epoch).
@@ -14,6 +19,7 @@ epoch).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,17 +36,21 @@ Built = tuple[Any, dict]
 
 
 @SAMPLERS.register("tpe", summary="Tree-structured Parzen Estimator (Bayesian optimization)")
-def tpe(seed: int, n_startup_trials: int, workers: int = 1, grid: Mapping | None = None) -> Built:
+def tpe(seed: int, n_startup_trials: int, workers: int = 1, grid: Mapping | None = None,
+        conditional: bool = False) -> Built:
     settings = dict(
         n_startup_trials=n_startup_trials, n_ei_candidates=24, seed=seed,
-        multivariate=True, group=False,
+        multivariate=True, group=conditional,
         constant_liar=workers > 1,  # only parallel workers need fantasized running trials
     )
-    return optuna.samplers.TPESampler(**settings), settings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # `group`; recorded anyway
+        return optuna.samplers.TPESampler(**settings), settings
 
 
 @SAMPLERS.register("random", summary="independent uniform / log-uniform sampling")
-def random(seed: int, n_startup_trials: int, workers: int = 1, grid: Mapping | None = None) -> Built:
+def random(seed: int, n_startup_trials: int, workers: int = 1, grid: Mapping | None = None,
+           conditional: bool = False) -> Built:
     return optuna.samplers.RandomSampler(seed=seed), {"seed": seed}
 
 
@@ -53,7 +63,8 @@ class _AskTellGridSampler(optuna.samplers.GridSampler):
 
 
 @SAMPLERS.register("grid", summary="every point of a finite grid (from step or choices), in seeded order")
-def grid(seed: int, n_startup_trials: int, workers: int = 1, grid: Mapping | None = None) -> Built:
+def grid(seed: int, n_startup_trials: int, workers: int = 1, grid: Mapping | None = None,
+         conditional: bool = False) -> Built:
     if not grid:
         raise ValueError("the grid sampler needs the arm's grid points (see samplers.grid_points)")
     search_space = {k: list(v) for k, v in grid.items()}
@@ -62,7 +73,8 @@ def grid(seed: int, n_startup_trials: int, workers: int = 1, grid: Mapping | Non
 
 
 @SAMPLERS.register("qmc", summary="quasi-Monte Carlo (scrambled Sobol) low-discrepancy sampling")
-def qmc(seed: int, n_startup_trials: int, workers: int = 1, grid: Mapping | None = None) -> Built:
+def qmc(seed: int, n_startup_trials: int, workers: int = 1, grid: Mapping | None = None,
+        conditional: bool = False) -> Built:
     settings = dict(qmc_type="sobol", scramble=True, seed=seed, warn_asynchronous_seeding=True,
                     warn_independent_sampling=True)
     # The first trial infers the search space with the independent sampler (seeded too).
@@ -71,7 +83,8 @@ def qmc(seed: int, n_startup_trials: int, workers: int = 1, grid: Mapping | None
 
 
 @SAMPLERS.register("gp", summary="Gaussian-process Bayesian optimization (needs torch + scipy)")
-def gp(seed: int, n_startup_trials: int, workers: int = 1, grid: Mapping | None = None) -> Built:
+def gp(seed: int, n_startup_trials: int, workers: int = 1, grid: Mapping | None = None,
+       conditional: bool = False) -> Built:
     settings = dict(seed=seed, n_startup_trials=n_startup_trials, deterministic_objective=False,
                     warn_independent_sampling=True)
     sampler = optuna.samplers.GPSampler(independent_sampler=optuna.samplers.RandomSampler(seed=seed), **settings)
@@ -79,7 +92,8 @@ def gp(seed: int, n_startup_trials: int, workers: int = 1, grid: Mapping | None 
 
 
 @SAMPLERS.register("cmaes", summary="CMA-ES evolution strategy (needs the cmaes package; numeric spaces)")
-def cmaes(seed: int, n_startup_trials: int, workers: int = 1, grid: Mapping | None = None) -> Built:
+def cmaes(seed: int, n_startup_trials: int, workers: int = 1, grid: Mapping | None = None,
+          conditional: bool = False) -> Built:
     settings = dict(
         seed=seed, n_startup_trials=n_startup_trials, x0=None, sigma0=None, restart_strategy=None,
         popsize=None, inc_popsize=-1, consider_pruned_trials=False, use_separable_cma=False,

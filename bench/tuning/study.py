@@ -24,7 +24,7 @@ import optuna
 from optuna.trial import TrialState
 
 from bench.hparams import Dist
-from bench.spec import RunConfig, StudySpec, direction_of, hparams_for
+from bench.spec import OPTIMIZER_KEY, RunConfig, StudySpec, arm_hparams, chosen_params, direction_of, hparams_for
 from bench.tracking import WRITER, RunLogger, Tracker, flat_error, redact
 from bench.train import RunResult
 from bench.tuning import samplers
@@ -36,6 +36,10 @@ from bench.tuning.storage import open_storage
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 POLL_S = 0.5  # how often a waiting worker looks at the stores
+# MLflow runs left RUNNING by a dead worker are swept at most this often while trials run (the
+# search is an SQL query under the study lock, which every worker's next trial waits for) and
+# always before an arm's tuning is declared done.
+SWEEP_RUNS_EVERY_S = 30.0
 EVAL_SEED_BASE = 1000  # eval seeds differ from the tuning seed: no selection on the eval noise
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -47,7 +51,7 @@ class Arm:
     name: str
     model: str
     dataset: str
-    optimizer: str
+    optimizer: str  # registry name; for an arm that tunes it, the choices joined by '|'
     schedule: str
     fixed: dict[str, Any]
     space: dict[str, Dist]
@@ -55,12 +59,21 @@ class Arm:
     sampler: str = "tpe"
     pruner: str = "median"
     execution: dict[str, Any] = field(default_factory=dict)  # accelerator, devices, strategy, ...
+    choices: tuple[str, ...] = ()  # the optimizers each trial chooses among (`optimizer` parameter)
+
+    @property
+    def optimizers(self) -> tuple[str, ...]:
+        return self.choices or (self.optimizer,)
 
     def config(self, spec: StudySpec, sampled: dict[str, Any], *, seed: int, evaluate_test: bool) -> RunConfig:
+        """The run of one trial (or of the best trial's params): its chosen optimizer, with the
+        values that apply to it un-prefixed."""
+        optimizer = sampled.get(OPTIMIZER_KEY, self.optimizer)
+        declared = hparams_for(self.model, optimizer, self.schedule, self.regularizers)
         return RunConfig.build(
-            model=self.model, dataset=self.dataset, optimizer=self.optimizer, schedule=self.schedule,
-            regularizers=self.regularizers, params={**self.fixed, **sampled}, data_args=spec.data_args,
-            data_seed=spec.data_seed,
+            model=self.model, dataset=self.dataset, optimizer=optimizer, schedule=self.schedule,
+            regularizers=self.regularizers, params=chosen_params({**self.fixed, **sampled}, optimizer, declared),
+            data_args=spec.data_args, data_seed=spec.data_seed,
             seed=seed, epochs=spec.epochs, objective=spec.objective_metric(),
             evaluate_test=evaluate_test, **self.execution,
         )
@@ -69,10 +82,12 @@ class Arm:
         return {"arm": self.name, "model": self.model, "dataset": self.dataset,
                 "optimizer": self.optimizer, "schedule": self.schedule,
                 "regularizers": "+".join(self.regularizers) or "none",
-                "strategy": self.execution.get("strategy", "auto"), "devices": str(self.execution.get("devices", 1))}
+                "strategy": self.execution.get("strategy", "auto"), "devices": str(self.execution.get("devices", 1)),
+                # runs of an arm that tunes the optimizer override `optimizer` with the one they used
+                **({"optimizer_choice": self.optimizer} if self.choices else {})}
 
     def kinds(self) -> dict[str, str]:
-        declared = hparams_for(self.model, self.optimizer, self.schedule, self.regularizers)
+        declared = arm_hparams(self.model, self.optimizers, self.schedule, self.regularizers)
         return {name: declared[name].kind for name in self.space}
 
 
@@ -80,9 +95,10 @@ def arms(spec: StudySpec) -> list[Arm]:
     """Explicit arms, then factorial cells (see StudySpec.all_arms)."""
     out = []
     for a in spec.all_arms():
-        out.append(Arm(spec.arm_name(a), a.model or spec.model, a.dataset or spec.dataset, a.optimizer,
+        out.append(Arm(spec.arm_name(a), a.model or spec.model, a.dataset or spec.dataset, "|".join(a.optimizers),
                        a.schedule or spec.schedule, spec.arm_fixed(a), spec.arm_space(a),
-                       spec.arm_regularizers(a), spec.arm_sampler(a), spec.arm_pruner(a), spec.arm_execution(a)))
+                       spec.arm_regularizers(a), spec.arm_sampler(a), spec.arm_pruner(a), spec.arm_execution(a),
+                       a.optimizers if len(a.optimizers) > 1 else ()))
     return out
 
 
@@ -122,6 +138,7 @@ class StudyRunner:
         self.progress = progress
         self.study_file = study_file
         self.direction = direction_of(spec.objective_metric())
+        self._last_sweep = -math.inf
 
     # --- Optuna --------------------------------------------------------------------------
     def pruner_args(self) -> dict[str, Any]:
@@ -135,7 +152,7 @@ class StudyRunner:
         grid = samplers.grid_points(arm.space, arm.kinds()) if arm.sampler == "grid" else None
         sampler, sampler_settings = samplers.build(samplers.SAMPLERS, arm.sampler, seed=t.seed,
                                                     n_startup_trials=t.n_startup_trials, grid=grid,
-                                                    workers=self.workers)
+                                                    workers=self.workers, conditional=bool(arm.choices))
         pruner, pruner_settings = samplers.build(samplers.PRUNERS, arm.pruner, **self.pruner_args())
         study = optuna.create_study(storage=self.storage, study_name=optuna_study_name(self.spec, arm),
                                     direction=self.direction, sampler=sampler, pruner=pruner,
@@ -244,9 +261,10 @@ class StudyRunner:
             raise
         return outcomes
 
-    def reap(self, experiment_id: str, study: optuna.Study) -> None:
+    def reap(self, experiment_id: str, study: optuna.Study, *, sweep_runs: bool = False) -> None:
         """Under the lock: trials whose worker died (same host: pid gone; RDB: heartbeat stale) are
-        marked FAIL, their MLflow runs FAILED, and their parameters queued again."""
+        marked FAIL, their MLflow runs FAILED, and their parameters queued again. MLflow runs that
+        no trial points to are swept when `sweep_runs` or every SWEEP_RUNS_EVERY_S."""
         dead = []
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if not worker_alive(trial.user_attrs.get("worker")):
@@ -265,6 +283,9 @@ class StudyRunner:
                 self.tracker.client.set_tag(run_id, "error", "orphaned: its worker died")
                 self.tracker.client.set_terminated(run_id, "FAILED")
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+        if not sweep_runs and time.monotonic() - self._last_sweep < SWEEP_RUNS_EVERY_S:
+            return
+        self._last_sweep = time.monotonic()
         for run in self.tracker.find_runs(experiment_id, {"study": self.spec.name}, status="RUNNING"):
             # runs nobody closed: their worker died before (or while) handing the closing write over
             if run.data.tags.get("phase") == "tune" and not worker_alive(run.data.tags.get("worker")):
@@ -309,7 +330,7 @@ class StudyRunner:
         while True:
             self.tune(experiment_id, arm, study, parent)  # free slots (a reaped trial's retry) are ours
             with self.lock.hold():
-                self.reap(experiment_id, study)
+                self.reap(experiment_id, study, sweep_runs=True)
                 running = self.counts(study, outcome)
             if not running:
                 return outcome
@@ -322,7 +343,8 @@ class StudyRunner:
             sampled = sample(trial, arm.space, arm.model, arm.optimizer, arm.schedule, arm.regularizers)
             config = arm.config(self.spec, sampled, seed=self.spec.tuning.seed, evaluate_test=False)
             logger = self.child_run(experiment_id, parent, arm, f"{arm.name}/trial-{trial.number:03d}", config, {
-                "phase": "tune", "optuna_study": study.study_name, "optuna_trial": trial.number})
+                "phase": "tune", "optuna_study": study.study_name, "optuna_trial": trial.number,
+                "optimizer": config.optimizer})
             trial.set_user_attr("mlflow_run_id", logger.run_id)
             trial.set_user_attr("config_hash", config.hash())
             reporter = trial_reporter(logger, trial, config.objective, arm.pruner)
@@ -398,7 +420,8 @@ class StudyRunner:
                     k = seed - EVAL_SEED_BASE
                     config = arm.config(self.spec, dict(best.params), seed=seed, evaluate_test=True)
                     logger = self.child_run(experiment_id, parent, arm, f"{arm.name}/seed-{k}", config, {
-                        "phase": "eval", "best_trial": best.number, "optuna_study": study.study_name})
+                        "phase": "eval", "best_trial": best.number, "optuna_study": study.study_name,
+                        "optimizer": config.optimizer})
             if not free:
                 if len(finished) == len(seeds):
                     outcome.eval_run_ids = [finished[s] for s in seeds]
