@@ -2,13 +2,15 @@
 
 CLI, Optuna trials, evaluation seeds, perf and tests all train through this function. It builds
 data, model and optimizer from the registries, trains with a Lightning Trainer stripped of
-per-step work (no logger, progress bar, checkpoint or validation loop), evaluates whole splits
-once per epoch and hands each epoch's metrics to the reporter, which may stop the run (pruning).
+per-step work (no logger, progress bar, checkpoint, validation loop, callback or profiler),
+evaluates whole splits once per epoch and hands each epoch's metrics to the reporter, which may
+stop the run (pruning).
 A non-finite loss ends the run as 'diverged' with the reason recorded; it never raises.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -22,6 +24,7 @@ from typing import Literal
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.profilers import PassThroughProfiler
 
 from bench.data import load_dataset
 from bench.data.batches import TensorBatches
@@ -30,6 +33,9 @@ from bench.models.base import BenchModule
 from bench.optim import OPTIMIZERS, SCHEDULES, regularization, schedules
 from bench.optim.schedules import lambda_scheduler
 from bench.spec import RunConfig, direction_of, hparams_for
+
+# Precisions that convert the whole model (not autocast): the data must be in the same dtype.
+TRUE_DTYPES = {"64-true": torch.float64, "16-true": torch.float16, "bf16-true": torch.bfloat16}
 
 # Called after every epoch with (epoch, metrics); a returned string stops the run as 'pruned'.
 Reporter = Callable[[int, dict[str, float]], "str | None"]
@@ -88,18 +94,14 @@ def split_params(config: RunConfig) -> tuple[dict, dict, dict, dict]:
     return model_p, optim_p, sched_p, train_p
 
 
-class _EpochEnd(pl.Callback):
-    """Collects per-epoch metrics, detects divergence and applies the reporter's stop decision."""
+class _NoProfiler(PassThroughProfiler):
+    """Lightning wraps every hook call (~15 per step) in `profiler.profile(name)`; the default
+    PassThroughProfiler still builds a generator context manager for each, this one builds none."""
 
-    def __init__(self, run: _Run) -> None:
-        self.run = run
-        self._t0 = 0.0
+    _NULL = contextlib.nullcontext()
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, module: BenchModule) -> None:
-        self._t0 = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, module: BenchModule) -> None:
-        self.run.epoch_end(trainer, module, time.perf_counter() - self._t0)
+    def profile(self, action_name: str) -> contextlib.AbstractContextManager:
+        return self._NULL
 
 
 @dataclass
@@ -166,7 +168,8 @@ def fit(config: RunConfig, reporter: Reporter | None = None, *, launched: bool =
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // config.devices))
     seed_everything(config.seed)
     device = resolve_device(config.accelerator)
-    data = load_dataset(config.dataset, config.data_seed, **config.data_args).to(device)
+    data = load_dataset(config.dataset, config.data_seed, **config.data_args)
+    data = data.to(device, TRUE_DTYPES.get(config.precision))
     model_p, optim_p, sched_p, train_p = split_params(config)
     full_batch = OPTIMIZERS.get(config.optimizer).meta["full_batch"]
 
@@ -207,6 +210,12 @@ def fit(config: RunConfig, reporter: Reporter | None = None, *, launched: bool =
         if regularization.overrides(reg, "transform"):
             module.batch_transforms.append(reg.transform)
     trainer_kwargs = {k: v for reg in regs for k, v in reg.trainer_kwargs().items()}
+    module.after_epoch = run.epoch_end  # metrics, divergence, reporter (once per epoch)
+    if type(module).training_step is BenchModule.training_step:
+        # The base step runs its optimizer itself (cheaper per step, see BenchModule) and so also the
+        # grad_clip regularizer's norm clipping, which Lightning refuses under manual optimization.
+        trainer_kwargs.pop("gradient_clip_algorithm", None)
+        module.optimize_in_training_step(trainer_kwargs.pop("gradient_clip_val", None))
     trainer = pl.Trainer(
         accelerator="gpu" if device.type == "cuda" else "cpu",
         devices=config.devices,
@@ -214,8 +223,8 @@ def fit(config: RunConfig, reporter: Reporter | None = None, *, launched: bool =
         strategy=config.strategy,
         precision=config.precision,
         max_epochs=config.epochs,
-        # Lightning refuses accumulate_grad_batches under manual optimization (the GAN); such models
-        # accumulate full-batch chunks themselves from the batch weights and batches.accumulate.
+        # Lightning refuses accumulate_grad_batches under manual optimization (the base step under
+        # fit, the GAN); such models accumulate full-batch chunks themselves (batches.accumulate).
         accumulate_grad_batches=accumulate if module.automatic_optimization else 1,
         logger=False,
         enable_checkpointing=False,
@@ -223,7 +232,7 @@ def fit(config: RunConfig, reporter: Reporter | None = None, *, launched: bool =
         enable_model_summary=False,
         num_sanity_val_steps=0,
         limit_val_batches=0,
-        callbacks=[_EpochEnd(run)],
+        profiler=_NoProfiler(),
         **trainer_kwargs,
     )
     trainer.fit(module, train_dataloaders=batches)

@@ -47,8 +47,11 @@ class DataBundle:
     input_shape: tuple[int, ...]  # per-example shape, e.g. (64,) or (1, 8, 8)
     n_outputs: int  # classes for multiclass, 1 for binary, targets for regression
 
-    def to(self, device: torch.device | str) -> DataBundle:
-        move = lambda s: Split(s.x.to(device), s.y.to(device))  # noqa: E731
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> DataBundle:
+        """On `device`; floating tensors (features, regression targets) cast to `dtype` when given:
+        a "64-true" / "bf16-true" / "16-true" model computes in that dtype and needs inputs in it."""
+        cast = lambda t: t.to(device, dtype) if dtype is not None and t.is_floating_point() else t.to(device)  # noqa: E731
+        move = lambda s: Split(cast(s.x), cast(s.y))  # noqa: E731
         return replace(self, train=move(self.train), val=move(self.val), test=move(self.test))
 
     def split(self, name: str) -> Split:

@@ -20,8 +20,9 @@ class TensorBatches:
         batch_size: examples per batch; the last batch may be smaller.
         shuffle: draw a new permutation each epoch (seeded by `seed` and the epoch number).
         seed: makes the sequence of permutations reproducible.
-        accumulate: number of batches Lightning accumulates into one optimizer step; the weight
-            undoes Lightning's division of the loss by it and weights each chunk by its size.
+        accumulate: number of batches accumulated into one optimizer step; the weight undoes the
+            division of the loss by it (Lightning's, or the training step's under manual
+            optimization) and weights each chunk by its size.
     """
 
     def __init__(
@@ -68,7 +69,7 @@ class TensorBatches:
             else:  # strided views, no copy
                 xb, yb = self.x[start + rank : stop : world], self.y[start + rank : stop : world]
             # Mean loss of this shard -> its share of the mean over the examples of one optimizer
-            # step (the whole set for chunked BGD); DDP averages over ranks, Lightning divides by
+            # step (the whole set for chunked BGD); DDP averages over ranks, the step divides by
             # `accumulate`: both are undone here, so every step uses the exact mean gradient.
             step_examples = n if self.accumulate > 1 else stop - start
             weight = len(xb) * world * self.accumulate / step_examples

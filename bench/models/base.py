@@ -1,19 +1,29 @@
 """LightningModule base classes shared by the model zoo.
 
 Models never pick their optimizer: `configure_optimizers` calls the builder that `train.fit`
-injects (see bench/optim). Training loss is accumulated on-device and read once per epoch, and
+injects (see bench/optim). Training loss is kept on-device and read once per epoch, and
 evaluation is a plain no-grad pass over a whole split, so the per-step cost stays close to a bare
 PyTorch loop (no `self.log` per step, no validation DataLoader).
+
+Under `train.fit` the base training step also runs the optimizer and the lr scheduler itself
+(`optimize_in_training_step`, Lightning manual optimization): Lightning's automatic loop (closure,
+per-step hooks, scheduler bookkeeping) costs more per step than a digits MLP step. Otherwise the
+module stays automatic: `training_step` returns the loss, as a plain Trainer or a direct call expects.
 """
 
 from __future__ import annotations
 
+import inspect
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.plugins.precision import Precision
+from pytorch_lightning.strategies import SingleDeviceStrategy
+from pytorch_lightning.utilities.model_helpers import is_overridden
 from torch import nn
 
 from bench.data import DataBundle, Split
@@ -27,17 +37,22 @@ class BenchModule(pl.LightningModule):
     def __init__(self, configure_optim: Callable[[BenchModule], Any] | None = None) -> None:
         super().__init__()
         self._configure_optim = configure_optim
-        self._loss_sum = torch.zeros(())
-        self._loss_count = 0
+        self._step_losses: list[tuple[torch.Tensor, int]] = []  # (mean data loss, examples) per batch
         self.samples_seen = 0
+        self._epoch_start = 0.0
+        # Set by train.fit: called after every epoch with (trainer, module, epoch seconds). A module
+        # hook rather than a Callback: Lightning dispatches every callback ~5 times per step.
+        self.after_epoch: Callable[[pl.Trainer, BenchModule, float], None] | None = None
+        self._steps_itself = False  # see optimize_in_training_step
+        self._gradient_clip_norm: float | None = None
         # Regularization hooks (filled by train.fit from bench/optim/regularization.py):
         self.loss_penalties: list[Callable[[nn.Module], torch.Tensor]] = []  # added to the training loss
         self.batch_transforms: list[Callable[[torch.Tensor], torch.Tensor]] = []  # training inputs only
 
-    # Lightning sets `_current_fx_name` ~45 times per step and the loss tally changes every step;
+    # Lightning sets `_current_fx_name` ~45 times per step and the sample count changes every step;
     # nn.Module.__setattr__ spends ~5 us per call on Parameter/Module/buffer checks that plain
     # attributes never need (measured: ~0.25 ms of a 1.2 ms digits step).
-    _PLAIN_ATTRS = frozenset({"_current_fx_name", "_loss_sum", "_loss_count", "samples_seen"})
+    _PLAIN_ATTRS = frozenset({"_current_fx_name", "_step_losses", "samples_seen"})
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in self._PLAIN_ATTRS:
@@ -59,24 +74,91 @@ class BenchModule(pl.LightningModule):
             raise RuntimeError("no optimizer builder was injected (train.fit injects one)")
         return self._configure_optim(self)
 
-    def training_step(self, batch: tuple, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: tuple, batch_idx: int) -> torch.Tensor | None:
         x, y, weight = batch
         for transform in self.batch_transforms:
             x = transform(x)
-        loss = self.training_loss(x, y)
-        self._loss_sum = self._loss_sum.to(loss.device) + loss.detach() * len(x)  # data loss, penalties excluded
-        self._loss_count += len(x)
-        self.samples_seen += len(x)
+        loss, n = self.training_loss(x, y), len(x)
+        self._step_losses.append((loss.detach(), n))  # data loss, penalties excluded
+        self.samples_seen += n
         for penalty in self.loss_penalties:
             # Full-batch chunks: the weights sum to 1 over a step, so the penalty counts once per step.
             loss = loss + penalty(self)
-        return loss * weight if weight != 1.0 else loss
+        if not self._steps_itself:  # Lightning divides by accumulate_grad_batches itself
+            return loss * weight if weight != 1.0 else loss
+        # Manual: one optimizer step per `accumulate` chunks (and at the end of the epoch), exactly
+        # where Lightning's automatic loop steps; the batch weights assume the division by it.
+        scale = weight / self._accumulate
+        loss = loss * scale if scale != 1.0 else loss
+        if self._direct_backward:
+            loss.backward()
+        else:
+            self.manual_backward(loss)  # precision scaling, DDP gradient sync
+        if (batch_idx + 1) % self._accumulate == 0 or batch_idx + 1 == self.trainer.num_training_batches:
+            self._optimizer.step()  # through Lightning: precision, strategy, global_step
+            # The wrapped optimizer's own zero_grad: Lightning's wrapper subclasses the optimizer
+            # class, so its zero_grad would fetch every attribute through __getattr__.
+            self._optimizer.optimizer.zero_grad(set_to_none=True)
+            if self._scheduler is not None:
+                self._scheduler.step()  # Lightning steps no scheduler under manual optimization
+        return None
+
+    def optimize_in_training_step(self, gradient_clip_norm: float | None = None) -> None:
+        """Let the base training_step run the optimizer and scheduler itself (Lightning manual
+        optimization), clipping the gradient norm to `gradient_clip_norm` (Lightning refuses its
+        own clipping and accumulate_grad_batches under manual optimization)."""
+        self.automatic_optimization = False
+        self._steps_itself, self._gradient_clip_norm = True, gradient_clip_norm
+
+    def on_train_start(self) -> None:
+        if self._steps_itself:  # looked up once, not per step
+            self._optimizer, self._scheduler = self.optimizers(), self.lr_schedulers()
+            self._accumulate = getattr(self.trainer.train_dataloader, "accumulate", 1)
+            self._optimizer.optimizer.zero_grad(set_to_none=True)  # each step leaves them cleared
+            # One process, full precision, no callback or backward hook: Lightning's backward would
+            # only dispatch empty hooks around loss.backward() (~20 us a step).
+            trainer, hooks = self.trainer, ("backward", "on_before_backward", "on_after_backward")
+            self._direct_backward = (
+                type(trainer.strategy) is SingleDeviceStrategy and type(trainer.precision_plugin) is Precision
+                and not trainer.callbacks and not any(is_overridden(hook, self) for hook in hooks)
+            )
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Lightning clips only under automatic optimization. Here, as there, gradients are already
+        # unscaled (mixed precision) and the step is about to be taken.
+        if self._steps_itself and self._gradient_clip_norm is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=self._gradient_clip_norm, gradient_clip_algorithm="norm")
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        # fit's batches are slices of tensors that already live on the training device: skip
+        # Lightning's recursive per-element copy, which costs more than a small model's step.
+        if batch[0].device == device and batch[1].device == device:
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def on_train_epoch_end(self) -> None:
+        if self.after_epoch is not None:
+            self.after_epoch(self.trainer, self, time.perf_counter() - self._epoch_start)
 
     def pop_train_loss(self) -> float:
         """Mean training loss since the last call (one host sync per epoch)."""
-        mean = (self._loss_sum / max(self._loss_count, 1)).item()
-        self._loss_sum, self._loss_count = torch.zeros(()), 0
-        return mean
+        losses, self._step_losses = self._step_losses, []
+        if not losses:
+            return 0.0
+        values = torch.stack([loss for loss, _ in losses])
+        counts = [n for _, n in losses]
+        # 16-bit losses are summed in fp32
+        weights = torch.tensor(counts, dtype=torch.promote_types(values.dtype, torch.float32), device=values.device)
+        return (values.to(weights.dtype) @ weights).item() / sum(counts)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Lightning re-inspects training_step's signature on every batch (to decide whether to pass
+        # batch_idx); a stored __signature__ lets inspect skip re-parsing the function.
+        cls.training_step.__signature__ = inspect.signature(cls.training_step)
 
 
 class SupervisedModule(BenchModule):

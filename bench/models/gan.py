@@ -168,7 +168,7 @@ class GAN(BenchModule):
 
     def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """D + G loss on one batch with fresh latent noise, no instance noise (inspection only)."""
-        z = torch.randn(len(x), self.latent, device=x.device)
+        z = torch.randn(len(x), self.latent, device=x.device, dtype=x.dtype)
         return self.d_loss(x, self.generator(z)) + self.g_loss(z)
 
     # --- manual optimization -----------------------------------------------------------------
@@ -187,9 +187,9 @@ class GAN(BenchModule):
         out = {}
         for name in names:
             if name.startswith("z"):
-                out[name] = torch.randn(n, self.latent, device=device)
+                out[name] = torch.randn(n, self.latent, device=device, dtype=self.dtype)  # the model's (precision)
             elif self.instance_noise > 0:
-                out[name] = torch.randn(n, *self.shape, device=device) * self.instance_noise
+                out[name] = torch.randn(n, *self.shape, device=device, dtype=self.dtype) * self.instance_noise
         return out
 
     def _penalty(self) -> torch.Tensor | float:
@@ -255,7 +255,7 @@ class GAN(BenchModule):
     def sample(self, n: int, seed: int = EVAL_NOISE_SEED) -> torch.Tensor:
         """n generated samples from a fixed noise seed (generator in eval mode by the caller)."""
         gen = torch.Generator().manual_seed(seed)
-        z = torch.randn(n, self.latent, generator=gen).to(self.device)
+        z = torch.randn(n, self.latent, generator=gen).to(self.device, self.dtype)
         return self.generator(z)
 
     @torch.no_grad()
@@ -269,7 +269,9 @@ class GAN(BenchModule):
         d_loss = (self._bce(d_real, 1.0) + self._bce(d_fake, 0.0)).item()
         g_loss = self._bce(d_fake, 1.0).item()
         # O(n^2) kernel matrices: score at most MMD_MAX_SAMPLES (the split's first rows, deterministic).
-        flat_real, flat_fake = real[:MMD_MAX_SAMPLES].flatten(1), fake[:MMD_MAX_SAMPLES].flatten(1)
+        # The metric in at least float32 whatever the training precision (bf16 distances are coarse).
+        wide = torch.promote_types(real.dtype, torch.float32)
+        flat_real, flat_fake = real[:MMD_MAX_SAMPLES].flatten(1).to(wide), fake[:MMD_MAX_SAMPLES].flatten(1).to(wide)
         bandwidths = tuple(s * median_distance(flat_real) for s in MMD_SCALES)
         mmd = mmd2_unbiased(flat_fake, flat_real, bandwidths)
         self.train(was_training)
