@@ -140,13 +140,20 @@ optimizer = "sgd"
 """
 
 
-def worker_scaling(workdir: Path, n_trials: int = 24) -> dict:
+def worker_scaling(workdir: Path, n_trials: int = 48) -> dict:
     """Trials per hour of `bench run --workers 2` (1 torch thread each) ÷ one worker using both
-    cores' threads, on fresh stores each, same study (the digits MLP)."""
+    cores' threads, on fresh stores each, same study (the digits MLP).
+
+    Two rates per setup: the tuning phase's throughput (completed trials ÷ the span from the first
+    trial's start to the last trial's end, from Optuna's timestamps), which is what a long study
+    sees, and the end-to-end rate of the whole command (worker start-up, 2 eval seeds and the
+    report included), which short studies see. The headline ratio is the tuning one."""
     import subprocess
     import sys
 
-    rates = {}
+    import optuna
+
+    rows = {}
     for workers in (1, 2):
         root = workdir / f"w{workers}"
         root.mkdir()
@@ -154,11 +161,22 @@ def worker_scaling(workdir: Path, n_trials: int = 24) -> dict:
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-m", "bench.cli", "run", "study.toml", "--quiet", "--workers", str(workers)],
                        cwd=root, check=True, capture_output=True)
-        rates[workers] = n_trials / (time.perf_counter() - t0) * 3600
-    ratio = rates[2] / rates[1]
-    return {"trials_per_hour_1_worker_2_threads": rates[1], "trials_per_hour_2_workers_1_thread": rates[2],
-            "ratio": ratio, "target": 1.8, "met": ratio >= 1.8, "n_trials": n_trials,
-            "note": "wall time of the whole `bench run` (tuning + 2 eval seeds + report), process start included"}
+        wall = time.perf_counter() - t0
+        storage = optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(root / "optuna.journal")))
+        trials = optuna.load_study(study_name="perf-workers/sgd", storage=storage).get_trials(
+            states=(optuna.trial.TrialState.COMPLETE,))
+        span = (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds()
+        rows[workers] = {"tuning_trials_per_hour": len(trials) / span * 3600,
+                         "end_to_end_trials_per_hour": n_trials / wall * 3600, "wall_s": wall,
+                         "complete_trials": len(trials)}
+    ratio = rows[2]["tuning_trials_per_hour"] / rows[1]["tuning_trials_per_hour"]
+    end_to_end = rows[2]["end_to_end_trials_per_hour"] / rows[1]["end_to_end_trials_per_hour"]
+    return {"one_worker_two_threads": rows[1], "two_workers_one_thread": rows[2],
+            "ratio": ratio, "ratio_end_to_end": end_to_end, "target": 1.8, "met": ratio >= 1.8,
+            "n_trials": n_trials,
+            "note": "ratio: tuning-phase throughput from Optuna timestamps; ratio_end_to_end: wall time of "
+                    "the whole `bench run` (process start, 2 eval seeds and report included)"}
 
 
 def main(out: Path, repeats: int = 5) -> int:
@@ -197,9 +215,13 @@ def render(r: dict) -> str:
     ]
     if "workers" in r:
         w = r["workers"]
-        lines.append(f"| trials/hour, 2 workers x 1 thread ÷ 1 worker x 2 threads ({w['n_trials']} trials) | "
-                     f"{w['ratio']:.2f} ({w['trials_per_hour_2_workers_1_thread']:.0f} vs "
-                     f"{w['trials_per_hour_1_worker_2_threads']:.0f}) | ≥ {w['target']} ({ok(w['met'])}) |")
+        one, two = w["one_worker_two_threads"], w["two_workers_one_thread"]
+        lines.append(f"| trials/hour in tuning, 2 workers x 1 thread ÷ 1 worker x 2 threads ({w['n_trials']} trials) | "
+                     f"{w['ratio']:.2f} ({two['tuning_trials_per_hour']:.0f} vs {one['tuning_trials_per_hour']:.0f}) | "
+                     f"≥ {w['target']} ({ok(w['met'])}) |")
+        lines.append(f"| the same, end to end (start-up, eval seeds, report included) | "
+                     f"{w['ratio_end_to_end']:.2f} ({two['end_to_end_trials_per_hour']:.0f} vs "
+                     f"{one['end_to_end_trials_per_hour']:.0f}) | (context) |")
     if "pruning" in r and isinstance(r["pruning"], dict):
         lines += ["", "## Pruning", "", "```", json.dumps(r["pruning"], indent=2, default=str), "```"]
     return "\n".join(lines) + "\n"
