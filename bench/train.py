@@ -216,6 +216,9 @@ def fit(config: RunConfig, reporter: Reporter | None = None, *, launched: bool =
         # grad_clip regularizer's norm clipping, which Lightning refuses under manual optimization.
         trainer_kwargs.pop("gradient_clip_algorithm", None)
         module.optimize_in_training_step(trainer_kwargs.pop("gradient_clip_val", None))
+    elif not module.automatic_optimization:  # a module's own manual loop (the GAN): clipped in its hook
+        trainer_kwargs.pop("gradient_clip_algorithm", None)
+        module.clip_gradient_norm(trainer_kwargs.pop("gradient_clip_val", None))
     trainer = pl.Trainer(
         accelerator="gpu" if device.type == "cuda" else "cpu",
         devices=config.devices,

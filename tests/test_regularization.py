@@ -236,3 +236,24 @@ def test_study_file_validation_of_regularizers():
         parse(_study(regularizers=["l2", "l2"]))
     with pytest.raises(SpecError, match=r"arms\[0\]\.regularizers: unknown 'l3'"):
         parse(_study(regularizers=["l3"]))
+
+
+def test_gradient_clipping_also_bounds_the_gans_own_manual_steps():
+    norms: list[float] = []
+
+    def record(optimizer, args, kwargs):
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        norms.append(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item())
+
+    handle = register_optimizer_step_post_hook(record)
+    try:
+        base = dict(model="gan", dataset="digits_images", optimizer="adam", epochs=1)
+        fit(RunConfig.build(**base))
+        unclipped, norms[:] = list(norms), []
+        result = fit(RunConfig.build(**base, regularizers=["grad_clip"], params={"grad_clip_norm": 0.05}))
+    finally:
+        handle.remove()
+    assert result.status == "completed"
+    assert len(norms) == len(unclipped) == result.steps  # D and G steps, both counted
+    assert max(unclipped) > 0.2
+    assert max(norms) <= 0.05 * (1 + 1e-5)

@@ -110,6 +110,11 @@ class BenchModule(pl.LightningModule):
         self.automatic_optimization = False
         self._steps_itself, self._gradient_clip_norm = True, gradient_clip_norm
 
+    def clip_gradient_norm(self, norm: float | None) -> None:
+        """Clip the gradient norm before every optimizer step (also for modules with their own
+        manual loop, e.g. the GAN: Lightning clips only under automatic optimization)."""
+        self._gradient_clip_norm = norm
+
     def on_train_start(self) -> None:
         if self._steps_itself:  # looked up once, not per step
             self._optimizer, self._scheduler = self.optimizers(), self.lr_schedulers()
@@ -126,7 +131,7 @@ class BenchModule(pl.LightningModule):
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Lightning clips only under automatic optimization. Here, as there, gradients are already
         # unscaled (mixed precision) and the step is about to be taken.
-        if self._steps_itself and self._gradient_clip_norm is not None:
+        if self._gradient_clip_norm is not None:
             self.clip_gradients(optimizer, gradient_clip_val=self._gradient_clip_norm, gradient_clip_algorithm="norm")
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
