@@ -212,11 +212,10 @@ def fit(config: RunConfig, reporter: Reporter | None = None, *, launched: bool =
     trainer_kwargs = {k: v for reg in regs for k, v in reg.trainer_kwargs().items()}
     module.after_epoch = run.epoch_end  # metrics, divergence, reporter (once per epoch)
     if type(module).training_step is BenchModule.training_step:
-        # The base step runs its optimizer itself (cheaper per step, see BenchModule) and so also the
-        # grad_clip regularizer's norm clipping, which Lightning refuses under manual optimization.
-        trainer_kwargs.pop("gradient_clip_algorithm", None)
-        module.optimize_in_training_step(trainer_kwargs.pop("gradient_clip_val", None))
-    elif not module.automatic_optimization:  # a module's own manual loop (the GAN): clipped in its hook
+        module.optimize_in_training_step()  # the base step runs its optimizer itself (cheaper per step)
+    if not module.automatic_optimization:
+        # Lightning refuses its own clipping under manual optimization (the base step under fit, the
+        # GAN): the grad_clip regularizer's norm is applied in the module's optimizer-step hook.
         trainer_kwargs.pop("gradient_clip_algorithm", None)
         module.clip_gradient_norm(trainer_kwargs.pop("gradient_clip_val", None))
     trainer = pl.Trainer(

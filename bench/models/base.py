@@ -103,12 +103,11 @@ class BenchModule(pl.LightningModule):
                 self._scheduler.step()  # Lightning steps no scheduler under manual optimization
         return None
 
-    def optimize_in_training_step(self, gradient_clip_norm: float | None = None) -> None:
+    def optimize_in_training_step(self) -> None:
         """Let the base training_step run the optimizer and scheduler itself (Lightning manual
-        optimization), clipping the gradient norm to `gradient_clip_norm` (Lightning refuses its
-        own clipping and accumulate_grad_batches under manual optimization)."""
+        optimization; Lightning then refuses its own clipping and accumulate_grad_batches)."""
         self.automatic_optimization = False
-        self._steps_itself, self._gradient_clip_norm = True, gradient_clip_norm
+        self._steps_itself = True
 
     def clip_gradient_norm(self, norm: float | None) -> None:
         """Clip the gradient norm before every optimizer step (also for modules with their own

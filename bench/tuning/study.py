@@ -199,7 +199,9 @@ class StudyRunner:
                   config: RunConfig, tags: dict[str, Any]) -> RunLogger:
         logger = self.tracker.start_run(experiment_id, name, {
             "study": self.spec.name, **arm.tags(), "seed": str(config.seed),
-            "config_hash": config.hash(), "worker": WORKER_ID, **{k: str(v) for k, v in tags.items()},
+            "config_hash": config.hash(), "worker": WORKER_ID,
+            "optimizer": config.optimizer,  # the one it trains with (an arm may choose among several)
+            **{k: str(v) for k, v in tags.items()},
         }, parent_id=parent.run_id)
         logger.log_params(config.params)
         logger.log_params({"epochs": config.epochs, "seed": config.seed, "data_seed": config.data_seed,
@@ -343,8 +345,7 @@ class StudyRunner:
             sampled = sample(trial, arm.space, arm.model, arm.optimizer, arm.schedule, arm.regularizers)
             config = arm.config(self.spec, sampled, seed=self.spec.tuning.seed, evaluate_test=False)
             logger = self.child_run(experiment_id, parent, arm, f"{arm.name}/trial-{trial.number:03d}", config, {
-                "phase": "tune", "optuna_study": study.study_name, "optuna_trial": trial.number,
-                "optimizer": config.optimizer})
+                "phase": "tune", "optuna_study": study.study_name, "optuna_trial": trial.number})
             trial.set_user_attr("mlflow_run_id", logger.run_id)
             trial.set_user_attr("config_hash", config.hash())
             reporter = trial_reporter(logger, trial, config.objective, arm.pruner)
@@ -420,8 +421,7 @@ class StudyRunner:
                     k = seed - EVAL_SEED_BASE
                     config = arm.config(self.spec, dict(best.params), seed=seed, evaluate_test=True)
                     logger = self.child_run(experiment_id, parent, arm, f"{arm.name}/seed-{k}", config, {
-                        "phase": "eval", "best_trial": best.number, "optuna_study": study.study_name,
-                        "optimizer": config.optimizer})
+                        "phase": "eval", "best_trial": best.number, "optuna_study": study.study_name})
             if not free:
                 if len(finished) == len(seeds):
                     outcome.eval_run_ids = [finished[s] for s in seeds]
