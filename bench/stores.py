@@ -91,7 +91,7 @@ def check_distinct(storage: str, tracking_uri: str) -> None:
         return
     if os.path.realpath(optuna_file) == os.path.realpath(mlflow_file):
         raise StoreError(f"--storage and --tracking-uri are the same file ({mlflow_file}): Optuna and MLflow need "
-                         "one each, e.g. --storage optuna.db --tracking-uri sqlite:///mlflow.db")
+                         "one each, e.g. --storage optuna.journal --tracking-uri sqlite:///mlflow.db")
 
 
 def check_reachable(url: str, what: str) -> None:

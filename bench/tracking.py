@@ -39,6 +39,7 @@ from bench.stores import normalize, setup_lock, show_retries, sqlite_file
 from bench.stores import redact as redact  # re-exported: callers take it from here
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+INTERRUPTED = "interrupted"  # error tag of runs (fail_reason of trials) stopped by Ctrl-C or SIGTERM
 _BATCH = 500  # MLflow accepts at most 1000 metrics / 100 params / 100 tags per log_batch
 _PARAM_BATCH = 100
 _FLOAT_MAX = 1.7976931348623157e308  # what MLflow stores for +-inf (SQL has no infinity)
@@ -231,15 +232,12 @@ class Tracker:
 
     def __init__(self, uri: str) -> None:
         self.uri = uri = normalize(uri)
-        self.client = MlflowClient(tracking_uri=uri)
-        self.sql = None
         if uri.startswith(("http://", "https://")):
             show_retries()
-        if uri.startswith("sqlite:"):
-            # MLflow creates or migrates the schema on first use: one process at a time
-            with setup_lock(sqlite_file(uri)):
-                self.client.search_experiments(max_results=1)
-            self.sql = _SqlRuns(uri)
+        # The client creates or migrates a SQLite store's schema when it is made: one process at a time
+        with setup_lock(sqlite_file(uri)):
+            self.client = MlflowClient(tracking_uri=uri)
+        self.sql = _SqlRuns(uri) if uri.startswith("sqlite:") else None
         self._artifact_locations: dict[str, str] = {}
 
     def experiment_id(self, name: str, *, create: bool = True) -> str | None:
@@ -272,6 +270,14 @@ class Tracker:
             token = page.token
             if not token:
                 return runs
+
+    def interrupted_runs(self, study_name: str, workers: set[str], since_ms: int) -> int:
+        """Runs of these worker processes (`worker` tag) that an interrupt marked KILLED since `since_ms`."""
+        experiment_id = self.experiment_id(study_name, create=False)
+        if experiment_id is None:
+            return 0
+        runs = self.find_runs(experiment_id, {"study": study_name, "error": INTERRUPTED}, status="KILLED")
+        return sum(r.data.tags.get("worker") in workers and (r.info.end_time or 0) >= since_ms for r in runs)
 
     def start_run(
         self, experiment_id: str, name: str, tags: dict[str, str], parent_id: str | None = None

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +26,7 @@ from optuna.trial import TrialState
 
 from bench.hparams import Dist
 from bench.spec import OPTIMIZER_KEY, RunConfig, StudySpec, arm_hparams, chosen_params, direction_of, hparams_for
-from bench.tracking import WRITER, RunLogger, Tracker, flat_error, redact, study_file_tags
+from bench.tracking import INTERRUPTED, WRITER, RunLogger, Tracker, flat_error, redact, study_file_tags
 from bench.train import RunResult
 from bench.tuning import samplers
 from bench.tuning.coordination import WORKER_ID, Heartbeat, StudyLock, heartbeats_on, worker_alive
@@ -34,6 +35,11 @@ from bench.tuning.space import sample
 from bench.tuning.storage import open_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+# With RDB heartbeats (SQLite, PostgreSQL) Optuna warns that ask/tell "is supposed to" use
+# Study.optimize and that fail_stale_trials is experimental: choices of this module, not the user's.
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+warnings.filterwarnings("ignore", message=r"optuna\.storages\._heartbeat\.fail_stale_trials is experimental",
+                        category=optuna.exceptions.ExperimentalWarning)
 
 POLL_S = 0.5  # how often a waiting worker looks at the stores
 # MLflow runs left RUNNING by a dead worker are swept at most this often while trials run (the
@@ -41,7 +47,6 @@ POLL_S = 0.5  # how often a waiting worker looks at the stores
 # always before an arm's tuning is declared done.
 SWEEP_RUNS_EVERY_S = 30.0
 EVAL_SEED_BASE = 1000  # eval seeds differ from the tuning seed: no selection on the eval noise
-INTERRUPTED = "interrupted"  # fail_reason of trials / error tag of runs stopped by Ctrl-C or SIGTERM
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -518,16 +523,6 @@ def _retry_later(study: optuna.Study, params: dict[str, Any], number: int) -> No
     """Queue an interrupted trial's parameters, so that the rerun (or another worker) trains them."""
     if params:
         study.enqueue_trial(dict(params), user_attrs={"retry_of": number})
-
-
-def interrupted_runs(tracking_uri: str, study_name: str, workers: set[str], since_ms: int) -> int:
-    """MLflow runs of these worker processes marked KILLED by an interrupt since `since_ms`."""
-    tracker = Tracker(tracking_uri)
-    experiment_id = tracker.experiment_id(study_name, create=False)
-    if experiment_id is None:
-        return 0
-    runs = tracker.find_runs(experiment_id, {"study": study_name, "error": INTERRUPTED}, status="KILLED")
-    return sum(r.data.tags.get("worker") in workers and (r.info.end_time or 0) >= since_ms for r in runs)
 
 
 def _best_value(study: optuna.Study) -> float | None:
