@@ -234,7 +234,9 @@ class Tracker:
         self.uri = uri = normalize(uri)
         if uri.startswith(("http://", "https://")):
             show_retries()
-        # The client creates or migrates a SQLite store's schema when it is made: one process at a time
+        if uri.startswith("sqlite:"):  # imported outside the lock below (seconds): only the schema step waits
+            import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+        # The client creates a fresh SQLite store's schema when it is made: one process at a time
         with setup_lock(sqlite_file(uri)):
             self.client = MlflowClient(tracking_uri=uri)
         self.sql = _SqlRuns(uri) if uri.startswith("sqlite:") else None
