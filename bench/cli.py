@@ -255,12 +255,15 @@ def cmd_perf(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from bench.studyfile import OutputDirError, StudyFileError
+    from bench.studyfile import OutputDirError, SpecError
 
-    try:  # before the imports below: they take seconds
+    try:  # nothing heavy is imported before a bad study file or folder is refused
         return _dispatch(args)
-    except (StudyFileError, OutputDirError) as err:
-        print(err if isinstance(err, StudyFileError) else f"bench {args.command}: {err}", file=sys.stderr)
+    except SpecError as err:
+        print(err, file=sys.stderr)
+        return EXIT_USAGE
+    except OutputDirError as err:
+        print(f"bench {args.command}: {err}", file=sys.stderr)
         return EXIT_USAGE
 
 
@@ -268,15 +271,14 @@ def _dispatch(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from bench.registry import UnknownNameError
-    from bench.spec import SpecError
+    from bench.studyfile import SpecError
 
     handlers = {"run": cmd_run, "report": cmd_report, "train": cmd_train, "list": cmd_list, "perf": cmd_perf,
                 "ui": cmd_ui}
     try:
         return handlers[args.command](args)
-    except SpecError as err:
-        print(err, file=sys.stderr)
-        return EXIT_USAGE
+    except SpecError:
+        raise  # main prints it as it is
     except (UnknownNameError, KeyError, ValueError, LookupError) as err:
         if args.command not in ("train", "report"):
             raise
