@@ -140,24 +140,3 @@ def test_sql_path_logs_dataset_inputs_as_the_client_does(tracker):
     assert {r.info.run_id for r in found} == {reference.info.run_id, ours.run_id, again.run_id}
     assert not client.search_runs([exp], "datasets.context = 'test'")
 
-
-@pytest.mark.slow
-def test_dataset_inputs_through_a_tracking_server(tmp_path):
-    from tests.services import MlflowServer
-
-    (tmp_path / "artifacts").mkdir()
-    server = MlflowServer(f"sqlite:///{tmp_path}/server.db", tmp_path / "artifacts")
-    try:
-        tracker = Tracker(server.url)
-        assert tracker.sql is None  # the client path
-        exp = tracker.experiment_id("served")
-        logger = tracker.start_run(exp, "run", TAGS)
-        inputs = dataset_inputs("digits", 0, {}, ("train", "val", "test"))
-        logger.log_inputs(inputs)
-        logger.finish("FINISHED", background=True)
-        WRITER.drain()
-        read = tracker.client.get_run(logger.run_id).inputs.dataset_inputs
-        assert sorted((i.dataset.digest, i.tags[0].value) for i in read) == sorted(
-            (i.dataset.digest, i.tags[0].value) for i in inputs)
-    finally:
-        server.stop()
