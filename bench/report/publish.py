@@ -4,7 +4,10 @@ chosen and how it scored.
 
 Metrics `result/<column>` are the arm's row of summary.csv (the same table, not recomputed);
 params are the arm's identity (logged when the parent run is created) and its best
-hyper-parameters `best.<name>`. Idempotent: `bench report` may run any number of times, during or
+hyper-parameters `best.<name>`. The experiment also gets a shared view of the MLflow UI, `ranking`
+(the parent runs sorted by the test mean, with the ranking columns shown; MLflow's UI keeps shared
+views as experiment tags `mlflow.sharedViewState.<key>`), opened with
+`#/experiments/<id>/runs?viewStateShareKey=ranking`. Idempotent: `bench report` may run any number of times, during or
 after a study. A metric is written only when its value changed (a rerun adds no rows); params
 are immutable in MLflow, so `best.*` are written once the arm's tuning is finished and never
 changed. Cost: one read and at most one batch write per arm.
@@ -12,6 +15,7 @@ changed. Cost: one read and at most one batch write per arm.
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
@@ -24,6 +28,8 @@ from mlflow.entities import Metric, Param, RunTag
 from bench.report.collect import ArmResult, StudyResult
 
 PREFIX = "result/"
+RANKING_VIEW = "ranking"
+VIEW_TAG = "mlflow.sharedViewState."  # where MLflow's UI stores a shared view of an experiment's runs
 COUNTS = ("trials_complete", "trials_pruned", "trials_failed", "trials_diverged", "diverged_evals")
 COSTS = ("epochs", "steps", "samples", "wall_time_s")
 
@@ -53,6 +59,23 @@ def result_metrics(row: dict[str, Any], test_metric: str, objective: str) -> dic
     return out
 
 
+def ranking_view(result: StudyResult) -> dict[str, Any]:
+    """The UI state of the `ranking` view: this study's parent runs, best test mean first, with the
+    arm's identity, its rank, test mean and interval, best validation value and wall time to the
+    target as columns."""
+    names = {k: PREFIX + v for k, v in metric_names(result.test_metric, result.objective).items()}
+    metrics = [names[k] for k in ("rank", "test_mean", "test_ci95_low", "test_ci95_high", f"best_{result.objective}",
+                                  "target_wall_time_s")]
+    columns = [*(f"params.`{p}`" for p in ("optimizer", "schedule", "regularizers")),
+               *(f"metrics.`{m}`" for m in metrics), "attributes.`Dataset`"]
+    return {
+        "searchFilter": f"tags.study = '{result.spec.name}' and tags.phase = 'arm'",
+        "orderByKey": f"metrics.`{names['test_mean']}`", "orderByAsc": result.direction == "minimize",
+        "selectedColumns": columns, "columnOrder": ["attributes.`Run Name`", *columns],
+        "columnWidths": {f"metrics.`{m}`": 100 if m == names["rank"] else 170 for m in metrics},  # headers unclipped
+    }
+
+
 def tuning_finished(arm: ArmResult, n_trials: int) -> bool:
     return arm.trials_complete + arm.trials_pruned >= n_trials
 
@@ -60,6 +83,10 @@ def tuning_finished(arm: ArmResult, n_trials: int) -> bool:
 def log_results(result: StudyResult, table: pd.DataFrame, tracking_uri: str) -> None:
     """Write each arm's row of `table` (summary_table) to its parent run."""
     client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(result.spec.name)
+    view = json.dumps(ranking_view(result), sort_keys=True)
+    if experiment.tags.get(VIEW_TAG + RANKING_VIEW) != view:
+        client.set_experiment_tag(experiment.experiment_id, VIEW_TAG + RANKING_VIEW, view)
     arms = {a.arm.name: a for a in result.arms}
     now = int(time.time() * 1000)
     for row in table.to_dict("records"):
