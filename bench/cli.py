@@ -194,12 +194,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _report(spec: Any, uri: str, args: argparse.Namespace) -> int:
     from bench.report.collect import collect
+    from bench.report.publish import log_results
     from bench.report.render import summary_table, write_report
 
     result = collect(spec, tracking_uri=uri, storage_url=args.storage)
     path = write_report(result, Path(args.results_dir) / spec.name)
     attach_report(result, uri, path.parent)
     table = summary_table(result)
+    log_results(result, table, uri)  # the ranking on the arms' parent runs, equal to summary.csv
     cols = ["arm", "test_mean", "test_ci95_low", "test_ci95_high", f"best_{result.objective}", "steps", "wall_time_s",
             "target_wall_time_s"]
     if table["task"].nunique() > 1:
@@ -230,7 +232,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from bench.spec import RunConfig, check_task, default_objective, direction_of
-    from bench.tracking import Tracker, tracking_uri
+    from bench.tracking import Tracker, dataset_inputs, tracking_uri
     from bench.tuning.executor import execute
 
     check_task(args.model, args.dataset)  # like every other bad input: refused before a run is written
@@ -248,6 +250,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "schedule": args.schedule, "seed": str(args.seed), "config_hash": config.hash()})
     logger.log_params(config.params)
     logger.log_dict(config.model_dump(), "config.json")
+    logger.log_inputs(dataset_inputs(config.dataset, config.data_seed, config.data_args, ("train", "val", "test")))
     try:
         result = execute(config, logger, context={"tracking_uri": tracker.uri, "run_id": logger.run_id})
     except BaseException as err:

@@ -26,7 +26,7 @@ from optuna.trial import TrialState
 
 from bench.hparams import Dist
 from bench.spec import OPTIMIZER_KEY, RunConfig, StudySpec, arm_hparams, chosen_params, direction_of, hparams_for
-from bench.tracking import INTERRUPTED, WRITER, RunLogger, Tracker, flat_error, redact, study_file_tags
+from bench.tracking import INTERRUPTED, WRITER, RunLogger, Tracker, dataset_inputs, flat_error, redact, study_file_tags
 from bench.train import RunResult
 from bench.tuning import samplers
 from bench.tuning.coordination import WORKER_ID, Heartbeat, StudyLock, heartbeats_on, worker_alive
@@ -49,6 +49,7 @@ POLL_S = 0.5  # how often a waiting worker looks at the stores
 SWEEP_RUNS_EVERY_S = 30.0
 EVAL_SEED_BASE = 1000  # eval seeds differ from the tuning seed: no selection on the eval noise
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+SPLITS = ("train", "val", "test")  # tuning runs use the first two; eval runs and arms all three
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,11 @@ class Arm:
                 "strategy": self.execution.get("strategy", "auto"), "devices": str(self.execution.get("devices", 1)),
                 # runs of an arm that tunes the optimizer override `optimizer` with the one they used
                 **({"optimizer_choice": self.optimizer} if self.choices else {})}
+
+    def identity(self) -> dict[str, str]:
+        """What the arm compares, as its parent run's params (the compare view's rows)."""
+        tags = self.tags()
+        return {key: tags[key] for key in ("model", "dataset", "optimizer", "schedule", "regularizers")}
 
     def kinds(self) -> dict[str, str]:
         declared = arm_hparams(self.model, self.optimizers, self.schedule, self.regularizers)
@@ -200,6 +206,8 @@ class StudyRunner:
         logger.log_params({f"space.{k}": d.describe() for k, d in arm.space.items()})
         logger.log_params({f"fixed.{k}": v for k, v in arm.fixed.items()})
         logger.log_params({"n_trials": t.n_trials, "eval_seeds": self.spec.eval.seeds, "epochs": self.spec.epochs})
+        logger.log_params(arm.identity())
+        logger.log_inputs(dataset_inputs(arm.dataset, self.spec.data_seed, self.spec.data_args, SPLITS))
         if self.study_file:
             logger.client.log_artifact(logger.run_id, self.study_file)
         logger.flush()
@@ -217,6 +225,8 @@ class StudyRunner:
         logger.log_params({"epochs": config.epochs, "seed": config.seed, "data_seed": config.data_seed,
                            **{f"data.{k}": v for k, v in config.data_args.items()}})
         logger.log_dict(config.model_dump(), "config.json")
+        splits = SPLITS if config.evaluate_test else SPLITS[:2]
+        logger.log_inputs(dataset_inputs(config.dataset, config.data_seed, config.data_args, splits))
         return logger
 
     def context(self, logger: RunLogger, study: optuna.Study | None = None, trial: optuna.Trial | None = None,
