@@ -88,12 +88,13 @@ def parse_set(items: list[str]) -> dict[str, Any]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from bench import spec as spec_mod
+
+    spec = spec_mod.load(args.study)  # before the heavy imports: a bad file is rejected in well under 2 s
+    spec = spec.quick_variant() if args.quick else spec
     from bench.progress import StudyProgress
     from bench.tracking import tracking_uri
     from bench.tuning.study import StudyRunner, arms
 
-    spec = spec_mod.load(args.study)
-    spec = spec.quick_variant() if args.quick else spec
     uri = tracking_uri(args.tracking_uri)
     if args.workers > 1:
         # Create both stores' schemas once, here: concurrent first-time migrations of one SQLite
@@ -198,8 +199,6 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from bench.spec import RunConfig, default_objective, direction_of
-    from bench.tracking import Tracker, tracking_uri
-    from bench.tuning.executor import execute
 
     objective = default_objective(args.model, args.dataset)
     config = RunConfig.build(model=args.model, dataset=args.dataset, optimizer=args.optimizer,
@@ -208,11 +207,14 @@ def cmd_train(args: argparse.Namespace) -> int:
                              evaluate_test=True, accelerator=args.accelerator, progress_bar=args.progress_bar,
                              devices=args.devices, num_nodes=args.num_nodes, strategy=args.strategy,
                              precision=args.precision)
+    from bench.tracking import Tracker, tracking_uri
+    from bench.tuning.executor import execute
+
     tracker = Tracker(tracking_uri(args.tracking_uri))
     exp = tracker.experiment_id(args.experiment)
     logger = tracker.start_run(exp, f"{args.model}-{args.optimizer}-seed{args.seed}", {
         "phase": "train", "model": args.model, "dataset": args.dataset, "optimizer": args.optimizer,
-        "schedule": args.schedule, "seed": str(args.seed), "config_hash": config.hash()})
+        "schedule": args.schedule, "seed": str(args.seed), "config_hash": config.hash(), **config.source_tags()})
     logger.log_params(config.params)
     logger.log_dict(config.model_dump(), "config.json")
     try:
@@ -260,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     except (UnknownNameError, KeyError, ValueError, LookupError) as err:
         if args.command not in ("train", "report"):
             raise
-        print(f"bench {args.command}: {str(err).strip(chr(39))}", file=sys.stderr)
+        text = str(err).strip(chr(39)) if type(err) is KeyError else str(err)  # KeyError quotes its message
+        print(f"bench {args.command}: {text}", file=sys.stderr)
         return EXIT_USAGE
 
 

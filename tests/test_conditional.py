@@ -61,7 +61,7 @@ def test_prefixed_params_and_space_also_read_as_toml_tables(tmp_path):
      "arms[0].space.adam.momentum: not a hyper-parameter of mlp/adam/constant (known: activation,"),
     ({"optimizer": ["sgd", "adam"], "space": {"lrr": {"low": 0.1, "high": 0.9}}},
      "arms[0].space.lrr: not a hyper-parameter of mlp/sgd|adam/constant"),
-    ({"optimizer": ["sgd", "adam"], "params": {"sgd.momentum": 1.5}}, "arms[0].params.sgd.momentum: 1.5 outside"),
+    ({"optimizer": ["sgd", "adam"], "params": {"sgd.momentum": 1.5}}, "arms[0].params.sgd.momentum: 1.5: must be in [0, 1]"),
     ({"optimizer": ["sgd", "adam"], "space": {"optimizer": {"choices": ["sgd"]}}},
      "arms[0].space.optimizer: to tune the optimizer, list the choices as the arm's optimizer = [...]"),
     ({"optimizer": "adam", "space": {"optimizer": {"choices": ["sgd", "adam"]}}},
@@ -104,7 +104,7 @@ def _conditional_trials(n: int) -> tuple:
     trials = []
     for _ in range(n):
         trial = study.ask()
-        sampled = sample(trial, arm.space, arm.model, arm.optimizer, arm.schedule, arm.regularizers)
+        sampled = sample(trial, arm.space, arm.params)
         study.tell(trial, -abs(sampled.get(f"{sampled['optimizer']}.lr", 0.0) - 0.01))
         trials.append((study.trials[-1], sampled, arm.config(spec, sampled, seed=0, evaluate_test=False)))
     return spec, arm, study, trials
@@ -136,7 +136,7 @@ def test_a_requeued_trial_redraws_the_same_branch():
     old = trials[0][0].params
     study.enqueue_trial(old)
     trial = study.ask()
-    assert sample(trial, arm.space, arm.model, arm.optimizer, arm.schedule, arm.regularizers) == old
+    assert sample(trial, arm.space, arm.params) == old
 
 
 @pytest.mark.slow
