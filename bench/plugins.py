@@ -85,6 +85,7 @@ def signature_hparams(fn: Any, owner: str, *, skip: int = 0, exclude: tuple[str,
     """The keyword arguments of `fn` (after `skip` positional ones) as hyper-parameters. Arguments
     a study file cannot express (a callable default, *args) are left out; a required argument
     without a type raises TypeError."""
+    owner = getattr(fn, "__qualname__", owner)  # help text: "AdamW argument eps"
     try:
         sig = inspect.signature(fn, eval_str=True)
     except Exception:  # annotations that do not evaluate: read them as text
