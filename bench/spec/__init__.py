@@ -15,24 +15,21 @@ plug-in, whose own module is imported to read its signature).
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from bench import studyfile
 from bench.registry import RegistryError
 from bench.routing import OPTIMIZER_KEY, TRAINING_HPARAMS
 from bench.spec.arms import Arm, FieldError, arms, expand, validate
-from bench.spec.config import RunConfig, default_objective, direction_of, error_line
+from bench.spec.config import RunConfig, check_task, default_objective, direction_of, error_line
 from bench.spec.schema import ArmSpec, StudySpec
+from bench.studyfile import SpecError
 
 __all__ = ["OPTIMIZER_KEY", "TRAINING_HPARAMS", "Arm", "ArmSpec", "RunConfig", "SpecError", "StudySpec", "arms",
-           "default_objective", "direction_of", "expand", "load", "parse"]
-
-
-class SpecError(ValueError):
-    """A study-file problem; str() is the one-line message the CLI prints before exiting 2."""
+           "check_task", "default_objective", "direction_of", "expand", "load", "parse"]
 
 
 def parse(data: dict[str, Any], source: str = "<study>") -> StudySpec:
@@ -51,11 +48,4 @@ def parse(data: dict[str, Any], source: str = "<study>") -> StudySpec:
 
 def load(path: str | Path) -> StudySpec:
     """Read and validate a TOML study file; raises SpecError with a one-line message."""
-    path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise SpecError(f"{path}: no such study file") from None
-    except tomllib.TOMLDecodeError as err:
-        raise SpecError(f"{path}: not valid TOML: {err}") from None
-    return parse(data, str(path))
+    return parse(studyfile.read(path), str(path))

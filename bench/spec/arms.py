@@ -19,7 +19,7 @@ from bench.data import DATASETS, resolve_args
 from bench.hparams import Dist, choice
 from bench.models import MODELS
 from bench.routing import OPTIMIZER_KEY, ArmParams
-from bench.spec.config import EXECUTION_FIELDS, RunConfig
+from bench.spec.config import EXECUTION_FIELDS, RunConfig, check_task
 from bench.spec.schema import ArmSpec, StudySpec, regularizer_level
 from bench.tuning.catalog import SAMPLERS
 
@@ -158,10 +158,11 @@ def validate(spec: StudySpec) -> None:
         if arm.name in seen:
             raise FieldError(f"{where}.name", f"duplicate arm name '{arm.name}'")
         seen.add(arm.name)
-        task = DATASETS.get(arm.dataset).task
-        model = MODELS.get(arm.model)
-        if task not in model.tasks:
-            raise FieldError(f"{where}.dataset", f"model '{arm.model}' cannot train on {task} data '{arm.dataset}'")
+        task, model = DATASETS.get(arm.dataset).task, MODELS.get(arm.model)
+        try:
+            check_task(arm.model, arm.dataset)
+        except ValueError as err:
+            raise FieldError(f"{where}.dataset", str(err)) from None
         try:
             for owners in arm.params.each.values():
                 owners.check_regularizers(task)

@@ -33,6 +33,13 @@ def default_objective(model: str, dataset: str) -> str:
     return "val/mse" if DATASETS.get(dataset).task == "regression" else "val/acc"
 
 
+def check_task(model: str, dataset: str) -> None:
+    """Raise ValueError when the model cannot train on the dataset's task (classification, ...)."""
+    task = DATASETS.get(dataset).task
+    if task not in MODELS.get(model).tasks:
+        raise ValueError(f"model '{model}' cannot train on {task} data '{dataset}'")
+
+
 def direction_of(metric: str) -> Literal["minimize", "maximize"]:
     return "maximize" if metric.rsplit("/", 1)[-1] in MAXIMIZED_METRICS else "minimize"
 

@@ -29,6 +29,7 @@ from bench.train import RunResult
 from bench.tuning import samplers
 from bench.tuning.coordination import WORKER_ID, Heartbeat, StudyLock, heartbeats_on, worker_alive
 from bench.tuning.executor import execute
+from bench.tuning.seeding import PerTrialSeeds
 from bench.tuning.space import sample
 from bench.tuning.storage import open_storage
 
@@ -95,8 +96,11 @@ class StudyRunner:
                                                     n_startup_trials=t.n_startup_trials, grid=grid,
                                                     workers=self.workers, conditional=bool(arm.choices))
         pruner, pruner_settings = samplers.build(samplers.PRUNERS, arm.pruner, **self.pruner_args())
+        # seeded per trial, not per process: workers and restarts never redraw a finished configuration
+        sampler_settings = {**sampler_settings, "seeding": "per trial: sha256(seed/arm/index)"}
         study = optuna.create_study(storage=self.storage, study_name=optuna_study_name(self.spec, arm),
-                                    direction=self.direction, sampler=sampler, pruner=pruner,
+                                    direction=self.direction, pruner=pruner,
+                                    sampler=PerTrialSeeds(sampler, seed=t.seed, arm=arm.name),
                                     load_if_exists=True)
         attrs = {
             "bench_study": self.spec.name, "arm": arm.name, "objective": self.spec.objective_metric(),
