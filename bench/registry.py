@@ -341,4 +341,5 @@ def _import_source(path: str) -> Source:
             return Source("import", dists[0], metadata.version(dists[0]), path)
         except metadata.PackageNotFoundError:
             pass
-    return Source("import", top, str(getattr(sys.modules.get(top), "__version__", "")), path)
+    version = str(getattr(sys.modules.get(top), "__version__", ""))  # a local module has no distribution
+    return Source("import", top if version else "", version, path)
