@@ -279,8 +279,7 @@ class Registry(Generic[InfoT]):
             message = f"{self.kind} '{name}' from plug-in package {package}: {err}"
             self.failures[name] = message
             raise RegistryError(message) from None
-        self._entries[name] = info
-        return info
+        return self.register(info)  # the same call the built-ins use
 
     def _plugins(self) -> dict[str, metadata.EntryPoint]:
         """Entry points of the group, by name, read from installed metadata (nothing imported).
