@@ -236,22 +236,54 @@ def test_the_example_plugin_entries_are_listed_with_their_source_and_cover_the_c
     assert abs(bundle.train.x.mean().item()) < 1e-5 and bundle.n_outputs == 3
 
 
+FINE_PLUGIN = '''
+import torch
+
+from bench.optim.regularization import Regularizer
+
+
+class Halving(torch.optim.SGD):
+    """SGD at half the step."""
+
+    def __init__(self, params, lr: float = 0.05):
+        super().__init__(params, lr=lr / 2)
+
+
+def halve(halve_at: float = 0.5):
+    """lr halves once at `halve_at` of the budget."""
+    return lambda p: 1.0 if p < halve_at else 0.5
+
+
+class _Shrink(Regularizer):
+    def __init__(self, strength):
+        self.strength = strength
+
+    def penalty(self, module):
+        return self.strength * sum(p.pow(2).sum() for p in module.parameters())
+
+
+def shrink(shrink_strength: float = 1e-4):
+    """Squared weights added to the loss."""
+    return _Shrink(shrink_strength)
+'''
+
+
 def _plugin_dir(root: Path) -> Path:
     """Two installed distributions (real dist-info metadata on sys.path): one whose module raises on
-    import, one that works."""
-    for dist, module, body in (
-        ("broken_bench_plugin", "broken_bench_plugin", 'raise RuntimeError("boom at import")\n'),
-        ("fine_bench_plugin", "fine_bench_plugin",
-         "import torch\n\n\nclass Halving(torch.optim.SGD):\n    \"\"\"SGD at half the step.\"\"\"\n\n"
-         "    def __init__(self, params, lr: float = 0.05):\n        super().__init__(params, lr=lr / 2)\n"),
-    ):
-        (root / f"{module}.py").write_text(body)
+    import, one that works and adds an optimizer, a schedule and a regularizer."""
+    entry_points = {
+        "broken_bench_plugin": "[bench.optimizers]\nexploding = broken_bench_plugin:Opt\n",
+        "fine_bench_plugin": ("[bench.optimizers]\nhalving = fine_bench_plugin:Halving\n"
+                              "[bench.schedules]\nhalve = fine_bench_plugin:halve\n"
+                              "[bench.regularizers]\nshrink = fine_bench_plugin:shrink\n"),
+    }
+    bodies = {"broken_bench_plugin": 'raise RuntimeError("boom at import")\n', "fine_bench_plugin": FINE_PLUGIN}
+    for dist, points in entry_points.items():
+        (root / f"{dist}.py").write_text(bodies[dist])
         info = root / f"{dist}-0.3.dist-info"
         info.mkdir()
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist.replace('_', '-')}\nVersion: 0.3\n")
-        name = "exploding" if dist.startswith("broken") else "halving"
-        target = "Opt" if dist.startswith("broken") else "Halving"
-        (info / "entry_points.txt").write_text(f"[bench.optimizers]\n{name} = {module}:{target}\n")
+        (info / "entry_points.txt").write_text(points)
     return root
 
 
@@ -276,6 +308,24 @@ def test_a_plugin_that_raises_on_import_is_named_and_the_others_still_load(tmp_p
     assert listed.returncode == 0, listed.stderr
     assert "  halving      SGD at half the step.  [plugin fine_bench_plugin:Halving (fine-bench-plugin 0.3)]" \
         in listed.stdout
+    assert "  halve        lr halves once at `halve_at` of the budget.  [plugin fine_bench_plugin:halve" \
+        in listed.stdout
+    assert "  shrink           changes loss     Squared weights added to the loss.  [plugin" in listed.stdout
+    # the schedule and the regularizer train too, with their signature's hyper-parameters
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    trained = bench("train", "--model", "linear", "--dataset", "digits", "--optimizer", "halving", "--schedule",
+                    "halve", "--epochs", "2", "--set", "halve_at=0.4", "--tracking-uri", store)
+    assert trained.returncode == 0, trained.stderr
+    run = MlflowClient(store).get_run(trained.stdout.split()[1])
+    assert run.data.params["halve_at"] == "0.4" and run.data.params["lr"] == "0.05"
+    assert run.data.tags["source.schedule"] == "plugin fine_bench_plugin:halve (fine-bench-plugin 0.3)"
+    with_reg = tmp_path / "r.toml"
+    with_reg.write_text('name = "r"\nmodel = "mlp"\ndataset = "digits"\n[[arms]]\noptimizer = "halving"\n'
+                        'regularizers = ["shrink"]\n'
+                        'space = { shrink_strength = { low = 1e-6, high = 1e-3, log = true } }\n')
+    script = f"import bench.spec as s; a = s.arms(s.load({str(with_reg)!r}))[0]; print(sorted(a.space), a.regularizers)"
+    checked = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert checked.stdout.strip() == "['shrink_strength'] ('shrink',)", checked.stderr
     assert listed.stdout.rstrip().endswith(
         "plug-ins that did not load:\n  optimizer 'exploding' from plug-in package broken-bench-plugin 0.3: "
         "cannot import broken_bench_plugin:Opt: RuntimeError: boom at import")
