@@ -304,9 +304,9 @@ def factor_sections(result: StudyResult) -> list[str]:
     if used:
         lines += ["", "## Regularizers", "", "| regularizer | changes | how |", "|---|---|---|"]
         for name in used:
-            meta = REGULARIZERS.get(name).meta
-            how = meta["how"].replace("|", "\\|")  # a bare | would end the table cell
-            lines.append(f"| {name} | **{meta['changes']}** | {how} |")
+            info = REGULARIZERS.get(name)
+            how = info.how.replace("|", "\\|")  # a bare | would end the table cell
+            lines.append(f"| {name} | **{info.changes}** | {how} |")
     if any(a.importances for a in result.arms):
         lines += ["", "## Hyper-parameter importance", "",
                   "fANOVA over each arm's completed tuning trials (share of the objective's variance; "

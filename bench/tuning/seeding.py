@@ -8,11 +8,11 @@ sampler owns from a key that no other trial of the arm shares. The draw of a tri
 only on the study seed, the arm, its index and the trials the sampler sees in the storage, not on
 which process asks or how often it was restarted.
 
-The index of a trial counts the arm's earlier trials that did not FAIL. A trial failed by a crash is
-retried with its parameters (an enqueued trial), so a resumed study gives every later trial the
-seed, and the sampler the history, it had in the uninterrupted study: a single worker stays
-bit-reproducible across kills and restarts. (The sampler ignores FAIL trials, so they must not
-shift the seeds either.)
+The index of a trial counts the arm's earlier trials that did not FAIL, or failed by raising. A
+trial failed by a crash is retried with its parameters (an enqueued trial), so a resumed study
+gives every later trial the seed, and the sampler the history, it had in the uninterrupted study: a
+single worker stays bit-reproducible across kills and restarts. A trial whose configuration raised
+does count: redrawn with its own seed it would draw (and fail on) the same configuration again.
 """
 
 from __future__ import annotations
@@ -34,9 +34,16 @@ def trial_seed(base_seed: int, arm: str, index: int) -> int:
 
 
 def trial_index(study: optuna.Study, trial: FrozenTrial) -> int:
-    """How many of the study's earlier trials did not fail."""
-    return sum(t.number < trial.number and t.state != TrialState.FAIL
+    """How many of the study's earlier trials did not fail, or failed by raising. A trial whose
+    configuration raised (a plug-in optimizer's step, say) would raise again: the next draw must
+    differ. A crashed or interrupted one is retried with its parameters and must not shift seeds."""
+    return sum(t.number < trial.number and (t.state != TrialState.FAIL or _raised(t))
                for t in study._get_trials(deepcopy=False, use_cache=True))
+
+
+def _raised(trial: FrozenTrial) -> bool:
+    reason = str(trial.user_attrs.get("fail_reason", "orphaned"))
+    return not reason.startswith(("orphaned", "interrupted"))
 
 
 def _random_states(sampler: BaseSampler, path: str = "") -> Iterator[tuple[str, LazyRandomState]]:

@@ -24,8 +24,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from bench.hparams import Dist
-from bench.spec import OPTIMIZER_KEY, RunConfig, StudySpec, arm_hparams, chosen_params, direction_of, hparams_for
+from bench.spec import Arm, RunConfig, StudySpec, arms, direction_of
 from bench.tracking import INTERRUPTED, WRITER, RunLogger, Tracker, dataset_inputs, flat_error, redact, study_file_tags
 from bench.train import RunResult
 from bench.tuning import samplers
@@ -50,69 +49,6 @@ SWEEP_RUNS_EVERY_S = 30.0
 EVAL_SEED_BASE = 1000  # eval seeds differ from the tuning seed: no selection on the eval noise
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 SPLITS = ("train", "val", "test")  # tuning runs use the first two; eval runs and arms all three
-
-
-@dataclass(frozen=True)
-class Arm:
-    """One compared cell of a study, fully resolved."""
-
-    name: str
-    model: str
-    dataset: str
-    optimizer: str  # registry name; for an arm that tunes it, the choices joined by '|'
-    schedule: str
-    fixed: dict[str, Any]
-    space: dict[str, Dist]
-    regularizers: tuple[str, ...] = ()
-    sampler: str = "tpe"
-    pruner: str = "median"
-    execution: dict[str, Any] = field(default_factory=dict)  # accelerator, devices, strategy, ...
-    choices: tuple[str, ...] = ()  # the optimizers each trial chooses among (`optimizer` parameter)
-
-    @property
-    def optimizers(self) -> tuple[str, ...]:
-        return self.choices or (self.optimizer,)
-
-    def config(self, spec: StudySpec, sampled: dict[str, Any], *, seed: int, evaluate_test: bool) -> RunConfig:
-        """The run of one trial (or of the best trial's params): its chosen optimizer, with the
-        values that apply to it un-prefixed."""
-        optimizer = sampled.get(OPTIMIZER_KEY, self.optimizer)
-        declared = hparams_for(self.model, optimizer, self.schedule, self.regularizers)
-        return RunConfig.build(
-            model=self.model, dataset=self.dataset, optimizer=optimizer, schedule=self.schedule,
-            regularizers=self.regularizers, params=chosen_params({**self.fixed, **sampled}, optimizer, declared),
-            data_args=spec.data_args, data_seed=spec.data_seed,
-            seed=seed, epochs=spec.epochs, objective=spec.objective_metric(),
-            evaluate_test=evaluate_test, **self.execution,
-        )
-
-    def tags(self) -> dict[str, str]:
-        return {"arm": self.name, "model": self.model, "dataset": self.dataset,
-                "optimizer": self.optimizer, "schedule": self.schedule,
-                "regularizers": "+".join(self.regularizers) or "none",
-                "strategy": self.execution.get("strategy", "auto"), "devices": str(self.execution.get("devices", 1)),
-                # runs of an arm that tunes the optimizer override `optimizer` with the one they used
-                **({"optimizer_choice": self.optimizer} if self.choices else {})}
-
-    def identity(self) -> dict[str, str]:
-        """What the arm compares, as its parent run's params (the compare view's rows)."""
-        tags = self.tags()
-        return {key: tags[key] for key in ("model", "dataset", "optimizer", "schedule", "regularizers")}
-
-    def kinds(self) -> dict[str, str]:
-        declared = arm_hparams(self.model, self.optimizers, self.schedule, self.regularizers)
-        return {name: declared[name].kind for name in self.space}
-
-
-def arms(spec: StudySpec) -> list[Arm]:
-    """Explicit arms, then factorial cells (see StudySpec.all_arms)."""
-    out = []
-    for a in spec.all_arms():
-        out.append(Arm(spec.arm_name(a), a.model or spec.model, a.dataset or spec.dataset, "|".join(a.optimizers),
-                       a.schedule or spec.schedule, spec.arm_fixed(a), spec.arm_space(a),
-                       spec.arm_regularizers(a), spec.arm_sampler(a), spec.arm_pruner(a), spec.arm_execution(a),
-                       a.optimizers if len(a.optimizers) > 1 else ()))
-    return out
 
 
 def optuna_study_name(spec: StudySpec, arm: Arm) -> str:
@@ -219,6 +155,7 @@ class StudyRunner:
             "study": self.spec.name, **arm.tags(), "seed": str(config.seed),
             "config_hash": config.hash(), "worker": WORKER_ID,
             "optimizer": config.optimizer,  # the one it trains with (an arm may choose among several)
+            **config.source_tags(),  # built-in, plug-in package + version, or import path
             **{k: str(v) for k, v in tags.items()},
         }, parent_id=parent.run_id)
         logger.log_params(config.params)
@@ -388,7 +325,7 @@ class StudyRunner:
                   parent: RunLogger) -> None:
         logger = None
         try:
-            sampled = sample(trial, arm.space, arm.model, arm.optimizer, arm.schedule, arm.regularizers)
+            sampled = sample(trial, arm.space, arm.params)
             config = arm.config(self.spec, sampled, seed=self.spec.tuning.seed, evaluate_test=False)
             logger = self.child_run(experiment_id, parent, arm, f"{arm.name}/trial-{trial.number:03d}", config, {
                 "phase": "tune", "optuna_study": study.study_name, "optuna_trial": trial.number})
