@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
+import gc
 import os
 import sys
+import time
 import tomllib
 from pathlib import Path
 from typing import Any
+
+from bench import interrupt, stores
 
 EXIT_USAGE = 2
 
@@ -87,40 +93,58 @@ def parse_set(items: list[str]) -> dict[str, Any]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from bench import studyfile
+
+    studyfile.read(args.study)  # an unreadable file is rejected before the heavy imports below
     from bench import spec as spec_mod
     from bench.progress import StudyProgress
     from bench.tracking import tracking_uri
+    from bench.tuning.coordination import WORKER_ID
     from bench.tuning.study import StudyRunner, arms
 
     spec = spec_mod.load(args.study)
     spec = spec.quick_variant() if args.quick else spec
+    # an unusable results folder is found now, not after the whole study
+    studyfile.check_writable(Path(args.results_dir) / spec.name, f"--results-dir {args.results_dir}")
     uri = tracking_uri(args.tracking_uri)
+    started_ms = int(time.time() * 1000)
+    if not args.worker_of:  # a launcher prepared the stores for its workers
+        stores.prepare(spec.name, args.storage, uri)
     if args.workers > 1:
-        # Create both stores' schemas once, here: concurrent first-time migrations of one SQLite
-        # file collide ("table ... already exists").
-        from bench.tracking import Tracker
-        from bench.tuning.storage import open_storage
-
-        Tracker(uri).experiment_id(spec.name)
-        open_storage(args.storage)
-        code = _run_workers(args)
-        return code if code else _report(spec, uri, args)
+        code = _run_workers(args, spec.name, uri, started_ms)
+        return code if code or interrupt.received() else _report(spec, uri, args)
     if args.worker_of:
         import torch
 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.worker_of))  # no oversubscription
     budgets = {a.name: spec.tuning.n_trials + spec.eval.seeds for a in arms(spec)}
-    with StudyProgress(budgets, quiet=args.quiet or bool(args.worker_of)) as progress:
-        StudyRunner(spec, tracking_uri=uri, storage_url=args.storage, progress=progress,
-                    study_file=args.study, workers=max(args.workers, args.worker_of, 1)).run()
+    try:
+        with StudyProgress(budgets, quiet=args.quiet or bool(args.worker_of)) as progress:
+            StudyRunner(spec, tracking_uri=uri, storage_url=args.storage, progress=progress,
+                        study_file=args.study, workers=max(args.workers, args.worker_of, 1)).run()
+    except KeyboardInterrupt:  # the runs in flight are KILLED, their trials queued again
+        if not args.worker_of:  # (a worker's launcher reports for all of them)
+            _report_interrupt(uri, spec.name, {WORKER_ID}, started_ms)
+        return interrupt.exit_code()
     return 0 if args.worker_of else _report(spec, uri, args)
 
 
-def _run_workers(args: argparse.Namespace) -> int:
+def _report_interrupt(uri: str, study_name: str, workers: set[str], started_ms: int) -> None:
+    from bench.tracking import Tracker
+
+    print(interrupt.message(Tracker(uri).interrupted_runs(study_name, workers, started_ms)), file=sys.stderr)
+
+
+STOP_GRACE_S = 30.0  # after a signal, a worker still running after this long is killed (reaped on rerun)
+
+
+def _run_workers(args: argparse.Namespace, study_name: str, uri: str, started_ms: int) -> int:
     """Start `--workers` processes of `bench run` on the same stores; each takes free trial slots
-    and eval seeds until the study is done. Ctrl-C or a failure stops them all."""
+    and eval seeds until the study is done. A signal to the launcher (its pid or its process
+    group) is passed on to every worker, which stops as a single process does."""
     import subprocess
-    import time
+
+    from bench.tuning.coordination import worker_id
 
     cmd = [sys.executable, "-m", "bench.cli", "run", args.study, "--quiet", "--worker-of", str(args.workers),
            "--results-dir", args.results_dir]
@@ -131,20 +155,24 @@ def _run_workers(args: argparse.Namespace) -> int:
         cmd.append("--quick")
     threads = max(1, (os.cpu_count() or 1) // args.workers)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    procs = [subprocess.Popen(cmd, env=env) for _ in range(args.workers)]
-    print(f"{args.workers} workers started (pids {' '.join(str(p.pid) for p in procs)}, {threads} thread(s) each)",
-          file=sys.stderr)
-    try:
+    procs: list[subprocess.Popen] = []
+    with interrupt.forwarding(procs):
+        for _ in range(args.workers):
+            if not interrupt.received():
+                # own process group: a Ctrl-C on the terminal reaches them once, through forwarding
+                procs.append(subprocess.Popen(cmd, env=env, process_group=0))
+        print(f"{len(procs)} workers started (pids {' '.join(str(p.pid) for p in procs)}, {threads} thread(s) each)",
+              file=sys.stderr)
         while any(p.poll() is None for p in procs):  # poll all: a dead worker is reaped at once
-            time.sleep(0.5)
-        codes = [p.returncode for p in procs]
-    except KeyboardInterrupt:  # the workers got the Ctrl-C too: let them mark their runs KILLED
-        for p in procs:
-            try:
-                p.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                p.terminate()
-        raise
+            if interrupt.received() and interrupt.seconds_since() > STOP_GRACE_S:
+                for p in procs:
+                    if p.poll() is None:
+                        p.kill()
+            time.sleep(0.2)
+    codes = [p.returncode for p in procs]
+    if interrupt.received():
+        _report_interrupt(uri, study_name, {worker_id(p.pid) for p in procs}, started_ms)
+        return interrupt.exit_code()
     if any(codes):
         print(f"bench run: workers exited with codes {codes}", file=sys.stderr)
         return 1
@@ -153,11 +181,15 @@ def _run_workers(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from bench import spec as spec_mod
+    from bench.studyfile import check_writable
     from bench.tracking import tracking_uri
 
     spec = spec_mod.load(args.study)
     spec = spec.quick_variant() if args.quick else spec
-    return _report(spec, tracking_uri(args.tracking_uri), args)
+    check_writable(Path(args.results_dir) / spec.name, f"--results-dir {args.results_dir}")
+    uri = tracking_uri(args.tracking_uri)
+    stores.check(args.storage, uri)
+    return _report(spec, uri, args)
 
 
 def _report(spec: Any, uri: str, args: argparse.Namespace) -> int:
@@ -199,10 +231,11 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from bench.spec import RunConfig, default_objective, direction_of
+    from bench.spec import RunConfig, check_task, default_objective, direction_of
     from bench.tracking import Tracker, dataset_inputs, tracking_uri
     from bench.tuning.executor import execute
 
+    check_task(args.model, args.dataset)  # like every other bad input: refused before a run is written
     objective = default_objective(args.model, args.dataset)
     config = RunConfig.build(model=args.model, dataset=args.dataset, optimizer=args.optimizer,
                              schedule=args.schedule, params=parse_set(args.set), epochs=args.epochs,
@@ -249,22 +282,67 @@ def cmd_perf(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # this process is the command: it ends when main returns
+        # Without this, interpreter exit spends ~2 s collecting torch's and Lightning's objects
+        # (after Ctrl-C, most of the time to return). Frozen objects are skipped by that last collection.
+        atexit.register(gc.freeze)
     args = parser().parse_args(argv)
-    from bench.registry import UnknownNameError
-    from bench.spec import SpecError
+    from bench.studyfile import OutputDirError, SpecError
 
-    handlers = {"run": cmd_run, "report": cmd_report, "train": cmd_train, "list": cmd_list, "perf": cmd_perf,
-                "ui": cmd_ui}
-    try:
-        return handlers[args.command](args)
+    try:  # nothing heavy is imported before a bad study file or folder is refused
+        return _dispatch(args)
     except SpecError as err:
         print(err, file=sys.stderr)
         return EXIT_USAGE
+    except OutputDirError as err:
+        print(f"bench {args.command}: {err}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from bench.registry import UnknownNameError
+    from bench.studyfile import SpecError
+
+    handlers = {"run": cmd_run, "report": cmd_report, "train": cmd_train, "list": cmd_list, "perf": cmd_perf,
+                "ui": cmd_ui}
+    # run / train: SIGTERM stops them as Ctrl-C does (runs in flight KILLED), see bench.interrupt
+    signals = interrupt.handling() if args.command in ("run", "train") else contextlib.nullcontext()
+    try:
+        with signals:
+            return handlers[args.command](args)
+    except KeyboardInterrupt:  # before any run started (cmd_run reports the runs it stopped)
+        print(interrupt.message(0) if args.command == "run" else f"bench {args.command}: interrupted",
+              file=sys.stderr)
+        return interrupt.exit_code()
+    except stores.StoreError as err:
+        print(f"bench {args.command}: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except SpecError:
+        raise  # main prints it as it is
     except (UnknownNameError, KeyError, ValueError, LookupError) as err:
         if args.command not in ("train", "report"):
             raise
-        print(f"bench {args.command}: {str(err).strip(chr(39))}", file=sys.stderr)
+        print(f"bench {args.command}: {_one_line(err, ValidationError)}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def _one_line(err: Exception, validation_error: type) -> str:
+    """A bad `bench train` / `bench report` argument as one line: pydantic's first error as
+    `field: message`, a KeyError's own text without the quotes repr() adds."""
+    if isinstance(err, validation_error):
+        first = err.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        bounds = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
+        if first["type"] in bounds:  # pydantic says "Input should be greater than or equal to 1"
+            msg = f"must be {bounds[first['type']]} {next(iter(first['ctx'].values()))}"
+        else:
+            msg = first["msg"].removeprefix("Value error, ")
+        return f"{where}: {msg}" if where else msg
+    if type(err) is KeyError and err.args:
+        return str(err.args[0])
+    return str(err)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,13 @@ class HParam:
     low: float | None = None
     high: float | None = None
 
+    def _bounds(self) -> str:
+        if self.high is None:
+            return f">= {self.low:g}"
+        if self.low is None:
+            return f"<= {self.high:g}"
+        return f"in [{self.low:g}, {self.high:g}]"
+
     def check(self, value: Any) -> Any:
         """Return the value coerced to this parameter's type, or raise ValueError (one line)."""
         ok = _PY_TYPES[self.kind]
@@ -53,7 +60,7 @@ class HParam:
         if self.choices is not None and value not in self.choices:
             raise ValueError(f"{value!r} not in {list(self.choices)}")
         if self.low is not None and value < self.low or self.high is not None and value > self.high:
-            raise ValueError(f"{value!r} outside [{self.low}, {self.high}]")
+            raise ValueError(f"{value!r}: must be {self._bounds()}")
         return value
 
 

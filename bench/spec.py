@@ -11,18 +11,19 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import tomllib
 from collections.abc import Container
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from bench import studyfile
 from bench.data import DATASETS, resolve_args
 from bench.hparams import Dist, HParam, choice
 from bench.models import MODELS
 from bench.optim import OPTIMIZERS, REGULARIZERS, SCHEDULES, regularization
 from bench.registry import Registry
+from bench.studyfile import SpecError
 from bench.tuning.samplers import PRUNERS, SAMPLERS, grid_points, grid_size
 
 # Knobs of the training loop itself (owned by neither model nor optimizer).
@@ -37,16 +38,19 @@ TRAINING_HPARAMS = (
 MAXIMIZED_METRICS = {"acc", "r2", "seq_acc", "token_acc"}
 
 
-class SpecError(ValueError):
-    """A study-file problem; str() is the one-line message the CLI prints before exiting 2."""
-
-
 def default_objective(model: str, dataset: str) -> str:
     """The model's natural validation metric (e.g. val/mmd for the GAN), else by dataset task."""
     declared = MODELS.get(model).meta.get("objective")
     if declared:
         return declared
     return "val/mse" if DATASETS.get(dataset).meta["task"] == "regression" else "val/acc"
+
+
+def check_task(model: str, dataset: str) -> None:
+    """Raise ValueError when the model cannot train on the dataset's task (classification, ...)."""
+    task = DATASETS.get(dataset).meta["task"]
+    if task not in MODELS.get(model).meta["tasks"]:
+        raise ValueError(f"model '{model}' cannot train on {task} data '{dataset}'")
 
 
 def direction_of(metric: str) -> Literal["minimize", "maximize"]:
@@ -409,8 +413,10 @@ class StudySpec(Strict):
                 if value not in reg:
                     raise _FieldError(f"{where}.{field}", reg.unknown_message(value))
             task = DATASETS.get(dataset).meta["task"]
-            if task not in MODELS.get(model).meta["tasks"]:
-                raise _FieldError(f"{where}.dataset", f"model '{model}' cannot train on {task} data '{dataset}'")
+            try:
+                check_task(model, dataset)
+            except ValueError as err:
+                raise _FieldError(f"{where}.dataset", str(err)) from None
             name = self.arm_name(arm)
             if name in seen:
                 raise _FieldError(f"{where}.name", f"duplicate arm name '{name}'")
@@ -591,11 +597,4 @@ def parse(data: dict[str, Any], source: str = "<study>") -> StudySpec:
 
 def load(path: str | Path) -> StudySpec:
     """Read and validate a TOML study file; raises SpecError with a one-line message."""
-    path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise SpecError(f"{path}: no such study file") from None
-    except tomllib.TOMLDecodeError as err:
-        raise SpecError(f"{path}: not valid TOML: {err}") from None
-    return parse(data, str(path))
+    return parse(studyfile.read(path), str(path))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import math
 import os
 import platform
@@ -26,19 +27,28 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import sqlalchemy
 from mlflow import MlflowClient
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from mlflow.utils.uri import append_to_uri_path
 from mlflow.utils.validation import _validate_batch_log_data, _validate_dataset_inputs
 
+from bench.stores import normalize, setup_lock, show_retries, sqlite_file
+from bench.stores import redact as redact  # re-exported: callers take it from here
+
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+INTERRUPTED = "interrupted"  # error tag of runs (fail_reason of trials) stopped by Ctrl-C or SIGTERM
 _BATCH = 500  # MLflow accepts at most 1000 metrics / 100 params / 100 tags per log_batch
 _PARAM_BATCH = 100
 _FLOAT_MAX = 1.7976931348623157e308  # what MLflow stores for +-inf (SQL has no infinity)
+
+# "Creating initial MLflow database tables..." and "Updating database tables" on a fresh SQLite
+# store: nothing a user can act on (errors and warnings still show).
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
 
 @sqlalchemy.event.listens_for(sqlalchemy.engine.Engine, "connect")
@@ -53,18 +63,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
-def redact(url: str) -> str:
-    """Hide credentials: postgresql://user:secret@host/db -> postgresql://user:***@host/db."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 def tracking_uri(explicit: str | None = None) -> str:
     """--tracking-uri, else $MLFLOW_TRACKING_URI, else SQLite in the working directory."""
-    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    return normalize(explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI)
 
 
 def artifact_root(uri: str) -> str | None:
@@ -99,6 +100,16 @@ def provenance() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             tags[f"version.{pkg}"] = "not installed"
     return tags
+
+
+def study_file_tags(path: str | None) -> dict[str, str]:
+    """The study file as runs and reports name it: relative to the working directory (an absolute
+    path only tells which machine ran it), with the sha256 of its content at run time."""
+    if not path:
+        return {"study_file": ""}
+    file = Path(path)
+    return {"study_file": os.path.relpath(file.resolve(), Path.cwd()),
+            "study_file_sha256": hashlib.sha256(file.read_bytes()).hexdigest()}
 
 
 def dataset_inputs(dataset: str, data_seed: int, data_args: dict[str, Any],
@@ -327,8 +338,12 @@ class Tracker:
     """Experiments and runs of one MLflow store."""
 
     def __init__(self, uri: str) -> None:
-        self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
+        self.uri = uri = normalize(uri)
+        if uri.startswith(("http://", "https://")):
+            show_retries()
+        # The client creates or migrates a SQLite store's schema when it is made: one process at a time
+        with setup_lock(sqlite_file(uri)):
+            self.client = MlflowClient(tracking_uri=uri)
         self.sql = _SqlRuns(uri) if uri.startswith("sqlite:") else None
         self._artifact_locations: dict[str, str] = {}
 
@@ -340,7 +355,12 @@ class Tracker:
             return None
         root = artifact_root(self.uri)
         location = f"{root}/{name}" if root else None
-        return self.client.create_experiment(name, artifact_location=location)
+        try:
+            return self.client.create_experiment(name, artifact_location=location)
+        except MlflowException as err:  # another process created it in the meantime
+            if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            return self.client.get_experiment_by_name(name).experiment_id
 
     def find_runs(self, experiment_id: str, tags: dict[str, str], status: str | None = None) -> list:
         """Runs whose tags equal `tags` (and with the given status), oldest first."""
@@ -357,6 +377,14 @@ class Tracker:
             token = page.token
             if not token:
                 return runs
+
+    def interrupted_runs(self, study_name: str, workers: set[str], since_ms: int) -> int:
+        """Runs of these worker processes (`worker` tag) that an interrupt marked KILLED since `since_ms`."""
+        experiment_id = self.experiment_id(study_name, create=False)
+        if experiment_id is None:
+            return 0
+        runs = self.find_runs(experiment_id, {"study": study_name, "error": INTERRUPTED}, status="KILLED")
+        return sum(r.data.tags.get("worker") in workers and (r.info.end_time or 0) >= since_ms for r in runs)
 
     def start_run(
         self, experiment_id: str, name: str, tags: dict[str, str], parent_id: str | None = None

@@ -77,7 +77,7 @@ def test_valid_file_resolves_arms_spaces_and_shared_params(tmp_path):
         (("low = 1e-4, high = 1e-2", "low = 1e-2, high = 1e-4"), "low (0.01) must be below high (0.0001)"),
         (("low = 1e-4, high = 1e-2, log = true", "low = 0.0, high = 1e-2, log = true"), "log scale needs low > 0"),
         (("space = { lr", "space = {}\nxspace = { lr"), "arms[2].xspace: unknown key"),
-        (("batch_size = 32", "batch_size = 0"), "arms[0].params.batch_size: 0 outside [1, None]"),
+        (("batch_size = 32", "batch_size = 0"), "arms[0].params.batch_size: 0: must be >= 1"),
         (("batch_size = 32", "batch_size = 1.5"), "arms[0].params.batch_size: expected int, got 1.5"),
     ],
 )

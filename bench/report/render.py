@@ -243,9 +243,10 @@ def provenance_section(result: StudyResult, by_arm: dict) -> list[str]:
     versions = ", ".join(f"{k.removeprefix('version.')} {v}" for k, v in sorted(prov.items())
                          if k.startswith("version."))
     study_file = prov.get("study_file", "")
-    digest = ""
-    if study_file and Path(study_file).is_file():
-        digest = f" (sha256 {hashlib.sha256(Path(study_file).read_bytes()).hexdigest()[:12]})"
+    sha = prov.get("study_file_sha256", "")  # recorded when the study ran
+    if not sha and study_file and Path(study_file).is_file():  # runs recorded before that tag existed
+        sha = hashlib.sha256(Path(study_file).read_bytes()).hexdigest()
+    digest = f" (sha256 {sha[:12]})" if sha else ""
     return [
         "", "## Provenance", "",
         f"- generated: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')} by `bench report` from the MLflow "

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,15 +26,21 @@ from optuna.trial import TrialState
 
 from bench.hparams import Dist
 from bench.spec import OPTIMIZER_KEY, RunConfig, StudySpec, arm_hparams, chosen_params, direction_of, hparams_for
-from bench.tracking import WRITER, RunLogger, Tracker, dataset_inputs, flat_error, redact
+from bench.tracking import INTERRUPTED, WRITER, RunLogger, Tracker, dataset_inputs, flat_error, redact, study_file_tags
 from bench.train import RunResult
 from bench.tuning import samplers
 from bench.tuning.coordination import WORKER_ID, Heartbeat, StudyLock, heartbeats_on, worker_alive
 from bench.tuning.executor import execute
+from bench.tuning.seeding import PerTrialSeeds
 from bench.tuning.space import sample
 from bench.tuning.storage import open_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+# With RDB heartbeats (SQLite, PostgreSQL) Optuna warns that ask/tell "is supposed to" use
+# Study.optimize and that fail_stale_trials is experimental: choices of this module, not the user's.
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+warnings.filterwarnings("ignore", message=r"optuna\.storages\._heartbeat\.fail_stale_trials is experimental",
+                        category=optuna.exceptions.ExperimentalWarning)
 
 POLL_S = 0.5  # how often a waiting worker looks at the stores
 # MLflow runs left RUNNING by a dead worker are swept at most this often while trials run (the
@@ -160,8 +167,11 @@ class StudyRunner:
                                                     n_startup_trials=t.n_startup_trials, grid=grid,
                                                     workers=self.workers, conditional=bool(arm.choices))
         pruner, pruner_settings = samplers.build(samplers.PRUNERS, arm.pruner, **self.pruner_args())
+        # seeded per trial, not per process: workers and restarts never redraw a finished configuration
+        sampler_settings = {**sampler_settings, "seeding": "per trial: sha256(seed/arm/index)"}
         study = optuna.create_study(storage=self.storage, study_name=optuna_study_name(self.spec, arm),
-                                    direction=self.direction, sampler=sampler, pruner=pruner,
+                                    direction=self.direction, pruner=pruner,
+                                    sampler=PerTrialSeeds(sampler, seed=t.seed, arm=arm.name),
                                     load_if_exists=True)
         attrs = {
             "bench_study": self.spec.name, "arm": arm.name, "objective": self.spec.objective_metric(),
@@ -189,7 +199,7 @@ class StudyRunner:
             **tags, "optuna_study": study.study_name, "objective": self.spec.objective_metric(),
             "sampler": arm.sampler, "pruner": arm.pruner,
             "optuna_storage": redact(self.storage_url or "optuna.journal"),
-            "study_file": self.study_file or "",
+            **study_file_tags(self.study_file),
             **{f"sampler.{k}": _tag(v) for k, v in study.user_attrs["sampler_settings"].items()},
             **{f"pruner.{k}": _tag(v) for k, v in study.user_attrs["pruner_settings"].items()},
         })
@@ -243,10 +253,15 @@ class StudyRunner:
         experiment_id = self.tracker.experiment_id(self.spec.name)
         self.tracker.client.set_experiment_tag(experiment_id, "description", self.spec.description)
         cells = []
-        with self.lock.hold():  # one worker creates each Optuna study and parent run
-            for arm in arms(self.spec):
-                study = self.optuna_study(arm)
-                cells.append((arm, study, self.parent_run(experiment_id, arm, study)))
+        try:
+            with self.lock.hold():  # one worker creates each Optuna study and parent run
+                for arm in arms(self.spec):
+                    study = self.optuna_study(arm)
+                    cells.append((arm, study, self.parent_run(experiment_id, arm, study)))
+        except KeyboardInterrupt:  # held back until the lock was released: close the parents opened
+            for _arm, _study, parent in cells:
+                parent.finish("KILLED")
+            raise
         outcomes: list[ArmOutcome] = []
         try:
             for arm, study, parent in cells:  # phase 1: take free trial slots, arm after arm
@@ -265,13 +280,32 @@ class StudyRunner:
                 parent.finish("FINISHED")
                 self.progress("arm_done", {"arm": arm.name, "outcome": outcome})
         except BaseException as err:
+            interrupted = isinstance(err, KeyboardInterrupt)
             try:
                 WRITER.drain()  # close the trial runs already handed to the writer thread
             finally:
+                if interrupted:
+                    self.close_in_flight(experiment_id, [study for _arm, study, _parent in cells])
                 for _arm, _study, parent in cells:
-                    parent.finish("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+                    parent.finish("KILLED" if interrupted else "FAILED")
             raise
         return outcomes
+
+    def close_in_flight(self, experiment_id: str, studies: list[optuna.Study]) -> None:
+        """After an interrupt: this process's trials still RUNNING become FAIL with their parameters
+        queued again, its MLflow runs still RUNNING become KILLED. run_trial and evaluate close the
+        run they train; this catches the other points where an interrupt can land (a trial asked
+        for but not started, an eval seed claimed, a closing write cut short)."""
+        for study in studies:
+            for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                if trial.user_attrs.get("worker") == WORKER_ID:
+                    study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", INTERRUPTED)
+                    study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+                    _retry_later(study, trial.params, trial.number)
+        for run in self.tracker.find_runs(experiment_id, {"study": self.spec.name, "worker": WORKER_ID},
+                                          status="RUNNING"):
+            self.tracker.client.set_tag(run.info.run_id, "error", INTERRUPTED)
+            self.tracker.client.set_terminated(run.info.run_id, "KILLED")
 
     def reap(self, experiment_id: str, study: optuna.Study, *, sweep_runs: bool = False) -> None:
         """Under the lock: trials whose worker died (same host: pid gone; RDB: heartbeat stale) are
@@ -309,7 +343,9 @@ class StudyRunner:
         trials = study.get_trials(deepcopy=False)
         outcome.complete = sum(tr.state == TrialState.COMPLETE for tr in trials)
         outcome.pruned = sum(tr.state == TrialState.PRUNED for tr in trials)
-        outcome.failed = sum(tr.state == TrialState.FAIL for tr in trials)
+        # an interrupted trial is not a failure of its configuration (and is tried again)
+        outcome.failed = sum(tr.state == TrialState.FAIL and tr.user_attrs.get("fail_reason") != INTERRUPTED
+                             for tr in trials)
         outcome.best_value = _best_value(study)
         return sum(tr.state == TrialState.RUNNING for tr in trials)
 
@@ -371,7 +407,8 @@ class StudyRunner:
                 logger.finish("KILLED", background=True)
                 study.tell(trial, state=TrialState.PRUNED)
         except KeyboardInterrupt:
-            self._fail(study, trial, logger, "interrupted", "KILLED")
+            self._fail(study, trial, logger, INTERRUPTED, "KILLED")
+            _retry_later(study, trial.params, trial.number)
             raise
         except Exception as err:  # a broken trial must not take the study down
             self._fail(study, trial, logger, flat_error(err), "FAILED")
@@ -443,8 +480,9 @@ class StudyRunner:
                 result = execute(config, logger, context=self.context(logger))
                 self.record(logger, result)
             except BaseException as err:
-                logger.set_tags({"error": flat_error(err)})
-                logger.finish("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+                interrupted = isinstance(err, KeyboardInterrupt)
+                logger.set_tags({"error": INTERRUPTED if interrupted else flat_error(err)})
+                logger.finish("KILLED" if interrupted else "FAILED")
                 raise
             logger.finish("FINISHED")
 
@@ -493,6 +531,12 @@ def trial_reporter(logger: RunLogger | None, trial: optuna.Trial | None, objecti
         return None
 
     return report
+
+
+def _retry_later(study: optuna.Study, params: dict[str, Any], number: int) -> None:
+    """Queue an interrupted trial's parameters, so that the rerun (or another worker) trains them."""
+    if params:
+        study.enqueue_trial(dict(params), user_attrs={"retry_of": number})
 
 
 def _best_value(study: optuna.Study) -> float | None:
