@@ -104,14 +104,6 @@ def test_html_is_self_contained_and_keeps_table_cells(tmp_path):
 
 
 # --- end to end ------------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def quick_study(tmp_path_factory) -> Stores:
-    """The quickstart's quick variant, run once for the report and UI tests."""
-    stores = Stores(tmp_path_factory.mktemp("quickstart"))
-    assert stores.run("run", str(STUDIES / "quickstart.toml"), "--quick", "--quiet") == 0
-    return stores
-
-
 def _md_table(md: str, marker: str) -> list[list[str]]:
     """Cells of the first table at or after the line containing `marker` (header and rule dropped)."""
     lines = md.splitlines()

@@ -32,7 +32,7 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.conftest import REPO
-from tests.test_report import ARMS, quick_study  # noqa: F401 - session fixture shared with the report tests
+from tests.test_report import ARMS
 
 pytestmark = pytest.mark.slow
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
@@ -242,7 +242,7 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_bench_ui_lists_the_study_in_both_uis_and_stops_cleanly(quick_study, tmp_path):  # noqa: F811
+def test_bench_ui_lists_the_study_in_both_uis_and_stops_cleanly(quick_study, tmp_path):
     browser = Browser(find_browser(), tmp_path / "profile")
     stores = quick_study
     shots = tmp_path / "screenshots"
