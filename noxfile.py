@@ -13,10 +13,15 @@ def install(session: nox.Session, extras: str = "") -> None:
     session.install("-e", f".{extras}", "-c", "constraints.txt")
 
 
+EXAMPLE_PLUGIN = "examples/bench-plugin-example"
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the whole test suite (pytest; pass -m 'not slow' to skip end-to-end studies)."""
-    install(session, "[test]")
+    install(session, "[test,optimizers]")
+    # the example plug-in package, found through its entry points (its dependencies are bench's)
+    session.install("--no-deps", "-e", EXAMPLE_PLUGIN)
     session.run("pytest", *(session.posargs or ["-q"]))
 
 
@@ -24,13 +29,13 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """Ruff lint of the package, tests and this file."""
     session.install("ruff", "-c", "constraints.txt")
-    session.run("ruff", "check", "bench", "tests", "noxfile.py")
+    session.run("ruff", "check", "bench", "tests", "noxfile.py", "examples")
 
 
 @nox.session
 def study(session: nox.Session) -> None:
     """Run a study file end to end (default: the quickstart) and write its report to results/."""
-    install(session)
+    install(session, "[optimizers]")  # studies/beyond-the-four.toml names Lion, Prodigy, schedule-free AdamW
     session.run("bench", "run", *(session.posargs or [QUICKSTART]))
 
 

@@ -94,13 +94,19 @@ def parse_set(items: list[str]) -> dict[str, Any]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from bench import spec as spec_mod
+    from bench import studyfile
+
+    # Validating a study imports no torch, Lightning, MLflow or Optuna: a bad file is rejected in
+    # well under 2 s, before the heavy imports below.
+    spec = spec_mod.load(args.study)
+    spec = spec.quick_variant() if args.quick else spec
+    # an unusable results folder is found now, not after the whole study
+    studyfile.check_writable(Path(args.results_dir) / spec.name, f"--results-dir {args.results_dir}")
     from bench.progress import StudyProgress
     from bench.tracking import tracking_uri
     from bench.tuning.coordination import WORKER_ID
     from bench.tuning.study import StudyRunner, arms
 
-    spec = spec_mod.load(args.study)
-    spec = spec.quick_variant() if args.quick else spec
     uri = tracking_uri(args.tracking_uri)
     started_ms = int(time.time() * 1000)
     if not args.worker_of:  # a launcher prepared the stores for its workers
@@ -176,10 +182,12 @@ def _run_workers(args: argparse.Namespace, study_name: str, uri: str, started_ms
 
 def cmd_report(args: argparse.Namespace) -> int:
     from bench import spec as spec_mod
+    from bench.studyfile import check_writable
     from bench.tracking import tracking_uri
 
     spec = spec_mod.load(args.study)
     spec = spec.quick_variant() if args.quick else spec
+    check_writable(Path(args.results_dir) / spec.name, f"--results-dir {args.results_dir}")
     uri = tracking_uri(args.tracking_uri)
     stores.check(args.storage, uri)
     return _report(spec, uri, args)
@@ -187,12 +195,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _report(spec: Any, uri: str, args: argparse.Namespace) -> int:
     from bench.report.collect import collect
+    from bench.report.publish import log_results
     from bench.report.render import summary_table, write_report
 
     result = collect(spec, tracking_uri=uri, storage_url=args.storage)
     path = write_report(result, Path(args.results_dir) / spec.name)
     attach_report(result, uri, path.parent)
     table = summary_table(result)
+    log_results(result, table, uri)  # the ranking on the arms' parent runs, equal to summary.csv
     cols = ["arm", "test_mean", "test_ci95_low", "test_ci95_high", f"best_{result.objective}", "steps", "wall_time_s",
             "target_wall_time_s"]
     if table["task"].nunique() > 1:
@@ -222,10 +232,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from bench.spec import RunConfig, default_objective, direction_of
-    from bench.tracking import Tracker, tracking_uri
-    from bench.tuning.executor import execute
+    from bench.spec import RunConfig, check_task, default_objective, direction_of
 
+    check_task(args.model, args.dataset)  # like every other bad input: refused before a run is written
     objective = default_objective(args.model, args.dataset)
     config = RunConfig.build(model=args.model, dataset=args.dataset, optimizer=args.optimizer,
                              schedule=args.schedule, params=parse_set(args.set), epochs=args.epochs,
@@ -233,13 +242,17 @@ def cmd_train(args: argparse.Namespace) -> int:
                              evaluate_test=True, accelerator=args.accelerator, progress_bar=args.progress_bar,
                              devices=args.devices, num_nodes=args.num_nodes, strategy=args.strategy,
                              precision=args.precision)
+    from bench.tracking import Tracker, dataset_inputs, tracking_uri
+    from bench.tuning.executor import execute
+
     tracker = Tracker(tracking_uri(args.tracking_uri))
     exp = tracker.experiment_id(args.experiment)
     logger = tracker.start_run(exp, f"{args.model}-{args.optimizer}-seed{args.seed}", {
         "phase": "train", "model": args.model, "dataset": args.dataset, "optimizer": args.optimizer,
-        "schedule": args.schedule, "seed": str(args.seed), "config_hash": config.hash()})
+        "schedule": args.schedule, "seed": str(args.seed), "config_hash": config.hash(), **config.source_tags()})
     logger.log_params(config.params)
     logger.log_dict(config.model_dump(), "config.json")
+    logger.log_inputs(dataset_inputs(config.dataset, config.data_seed, config.data_args, ("train", "val", "test")))
     try:
         result = execute(config, logger, context={"tracking_uri": tracker.uri, "run_id": logger.run_id})
     except BaseException as err:
@@ -276,8 +289,23 @@ def main(argv: list[str] | None = None) -> int:
         # (after Ctrl-C, most of the time to return). Frozen objects are skipped by that last collection.
         atexit.register(gc.freeze)
     args = parser().parse_args(argv)
+    from bench.studyfile import OutputDirError, SpecError
+
+    try:  # nothing heavy is imported before a bad study file or folder is refused
+        return _dispatch(args)
+    except SpecError as err:
+        print(err, file=sys.stderr)
+        return EXIT_USAGE
+    except OutputDirError as err:
+        print(f"bench {args.command}: {err}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from bench.registry import UnknownNameError
-    from bench.spec import SpecError
+    from bench.studyfile import SpecError
 
     handlers = {"run": cmd_run, "report": cmd_report, "train": cmd_train, "list": cmd_list, "perf": cmd_perf,
                 "ui": cmd_ui}
@@ -293,14 +321,30 @@ def main(argv: list[str] | None = None) -> int:
     except stores.StoreError as err:
         print(f"bench {args.command}: {err}", file=sys.stderr)
         return EXIT_USAGE
-    except SpecError as err:
-        print(err, file=sys.stderr)
-        return EXIT_USAGE
+    except SpecError:
+        raise  # main prints it as it is
     except (UnknownNameError, KeyError, ValueError, LookupError) as err:
         if args.command not in ("train", "report"):
             raise
-        print(f"bench {args.command}: {str(err).strip(chr(39))}", file=sys.stderr)
+        print(f"bench {args.command}: {_one_line(err, ValidationError)}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def _one_line(err: Exception, validation_error: type) -> str:
+    """A bad `bench train` / `bench report` argument as one line: pydantic's first error as
+    `field: message`, a KeyError's own text without the quotes repr() adds."""
+    if isinstance(err, validation_error):
+        first = err.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        bounds = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
+        if first["type"] in bounds:  # pydantic says "Input should be greater than or equal to 1"
+            msg = f"must be {bounds[first['type']]} {next(iter(first['ctx'].values()))}"
+        else:
+            msg = first["msg"].removeprefix("Value error, ")
+        return f"{where}: {msg}" if where else msg
+    if type(err) is KeyError and err.args:
+        return str(err.args[0])
+    return str(err)
 
 
 if __name__ == "__main__":

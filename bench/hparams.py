@@ -14,6 +14,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, model_validator
 
 Kind = Literal["float", "int", "bool", "str"]
+
+
+class _Required:
+    """Default of an argument that has none (an import-path optimizer's required `lr`)."""
+
+    def __repr__(self) -> str:
+        return "required"
+
+
+REQUIRED: Any = _Required()
 _PY_TYPES: dict[str, tuple[type, ...]] = {
     "float": (float, int),
     "int": (int,),
@@ -33,6 +43,7 @@ class HParam:
         help: one line for `bench list`.
         choices: allowed values for `str` parameters.
         low / high: inclusive bounds checked on every value (fixed or sampled).
+        nullable: None is a valid value (arguments whose default is None, e.g. torch's `foreach`).
     """
 
     name: str
@@ -42,9 +53,16 @@ class HParam:
     choices: tuple[Any, ...] | None = None
     low: float | None = None
     high: float | None = None
+    nullable: bool = False
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
 
     def check(self, value: Any) -> Any:
         """Return the value coerced to this parameter's type, or raise ValueError (one line)."""
+        if value is None and self.nullable:
+            return None
         ok = _PY_TYPES[self.kind]
         if isinstance(value, bool) and self.kind != "bool" or not isinstance(value, ok):
             raise ValueError(f"expected {self.kind}, got {value!r}")
@@ -53,8 +71,14 @@ class HParam:
         if self.choices is not None and value not in self.choices:
             raise ValueError(f"{value!r} not in {list(self.choices)}")
         if self.low is not None and value < self.low or self.high is not None and value > self.high:
-            raise ValueError(f"{value!r} outside [{self.low}, {self.high}]")
+            raise ValueError(f"{value!r}: {self.bounds()}")
         return value
+
+    def bounds(self) -> str:
+        """'must be >= 0', 'must be <= 1' or 'must be in [0, 1]' (the declared inclusive bounds)."""
+        if self.low is not None and self.high is not None:
+            return f"must be in [{self.low:g}, {self.high:g}]"
+        return f"must be >= {self.low:g}" if self.low is not None else f"must be <= {self.high:g}"
 
 
 class Dist(BaseModel):

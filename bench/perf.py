@@ -25,9 +25,9 @@ import torch
 from bench.data import load_dataset
 from bench.data.batches import TensorBatches
 from bench.models import MODELS
-from bench.spec import RunConfig, StudySpec
+from bench.spec import RunConfig, parse
 from bench.tracking import WRITER, provenance
-from bench.train import fit, seed_everything, split_params
+from bench.train import fit, seed_everything
 
 TARGET_LOGGING_RATIO = 1.05
 TARGET_STEP_OVERHEAD_MS = 0.2
@@ -44,8 +44,7 @@ def perf_config(epochs: int = 15) -> RunConfig:
 def logging_ratio(repeats: int, workdir: Path) -> dict:
     from bench.tuning.study import StudyRunner, arms
 
-    spec = StudySpec.model_validate({"name": "perf", "model": "mlp", "dataset": "digits",
-                                     "arms": [{"optimizer": "sgd"}]})
+    spec = parse({"name": "perf", "model": "mlp", "dataset": "digits", "arms": [{"optimizer": "sgd"}]})
     runner = StudyRunner(spec, tracking_uri=f"sqlite:///{workdir}/mlflow.db",
                          storage_url=str(workdir / "optuna.journal"))
     exp = runner.tracker.experiment_id("perf")
@@ -86,10 +85,10 @@ def plain_loop_seconds(config: RunConfig) -> tuple[float, int]:
     """The same training as `fit(config)` written as a bare PyTorch loop; returns (seconds, steps)."""
     seed_everything(config.seed)
     data = load_dataset(config.dataset, config.data_seed, **config.data_args)
-    model_p, optim_p, _, train_p = split_params(config)
-    module = MODELS.get(config.model).factory(data, None, **model_p)
-    opt = torch.optim.SGD(module.parameters(), lr=optim_p["lr"], momentum=0.0)
-    batches = TensorBatches(data.train.x, data.train.y, train_p["batch_size"], shuffle=True, seed=config.seed)
+    routed = config.owners().split(config.params)
+    module = MODELS.get(config.model).load()(data, None, **routed.model)
+    opt = torch.optim.SGD(module.parameters(), lr=routed.optimizer["lr"], momentum=0.0)
+    batches = TensorBatches(data.train.x, data.train.y, routed.training["batch_size"], shuffle=True, seed=config.seed)
     steps = 0
     module.train()
     t0 = time.perf_counter()
@@ -194,6 +193,9 @@ def main(out: Path, repeats: int = 5) -> int:
         measure_pruning = None
     if measure_pruning is not None:
         report["pruning"] = measure_pruning(out)
+    from bench.perf_inputs import rejection_times
+
+    report["rejections"] = rejection_times(repeats)
     (out / "perf.json").write_text(json.dumps(report, indent=2, default=str))
     (out / "perf.md").write_text(render(report))
     print(render(report))
@@ -222,6 +224,10 @@ def render(r: dict) -> str:
         lines.append(f"| the same, end to end (start-up, eval seeds, report included) | "
                      f"{w['ratio_end_to_end']:.2f} ({two['end_to_end_trials_per_hour']:.0f} vs "
                      f"{one['end_to_end_trials_per_hour']:.0f}) | (context) |")
+    if "rejections" in r:
+        from bench.perf_inputs import render as render_rejections
+
+        lines += render_rejections(r["rejections"])
     if "pruning" in r and isinstance(r["pruning"], dict):
         lines += ["", "## Pruning", "", "```", json.dumps(r["pruning"], indent=2, default=str), "```"]
     return "\n".join(lines) + "\n"

@@ -24,11 +24,10 @@ import optuna
 from optuna.trial import TrialState
 
 from bench.data import load_dataset
-from bench.spec import StudySpec, direction_of
+from bench.spec import StudySpec, arms, direction_of, parse
 from bench.train import fit
 from bench.tuning import samplers
 from bench.tuning.space import sample
-from bench.tuning.study import arms
 
 PRUNERS = ("none", "median", "hyperband")
 TARGET_EPOCH_RATIO = 0.5
@@ -36,7 +35,7 @@ TARGET_EPOCH_RATIO = 0.5
 
 def pruning_spec(*, n_trials: int, epochs: int) -> StudySpec:
     """The measured arm as a study: digits MLP 128-64, Adam, TPE seed 0."""
-    return StudySpec.model_validate({
+    return parse({
         "name": "perf-pruning", "model": "mlp", "dataset": "digits", "epochs": epochs, "objective": "val/acc",
         "params": {"hidden_sizes": "128-64", "batch_size": 64},
         "tuning": {"n_trials": n_trials, "sampler": "tpe", "seed": 0, "n_startup_trials": 5,
@@ -61,7 +60,7 @@ def tune_with(spec: StudySpec, pruner_name: str) -> dict[str, Any]:
     epochs_spent, start = 0, time.perf_counter()
     for _ in range(t.n_trials):
         trial = study.ask()
-        config = arm.config(spec, sample(trial, arm.space, arm.model, arm.optimizer, arm.schedule, arm.regularizers),
+        config = arm.config(spec, sample(trial, arm.space, arm.params),
                             seed=t.seed, evaluate_test=False)
 
         def report(epoch: int, metrics: dict[str, float], trial: optuna.Trial = trial) -> str | None:

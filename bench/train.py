@@ -4,7 +4,9 @@ CLI, Optuna trials, evaluation seeds, perf and tests all train through this func
 data, model and optimizer from the registries, trains with a Lightning Trainer stripped of
 per-step work (no logger, progress bar, checkpoint, validation loop, callback or profiler),
 evaluates whole splits once per epoch and hands each epoch's metrics to the reporter, which may
-stop the run (pruning).
+stop the run (pruning). The optimizer's entry says how it must be driven: full batch (BGD,
+L-BFGS), with a closure that re-evaluates the loss (L-BFGS), or switched between train and eval
+mode around every evaluation (schedule-free optimizers).
 A non-finite loss ends the run as 'diverged' with the reason recorded; it never raises.
 """
 
@@ -21,7 +23,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pytorch_lightning as pl
@@ -30,11 +32,12 @@ from pytorch_lightning.profilers import PassThroughProfiler
 
 from bench.data import load_dataset
 from bench.data.batches import TensorBatches
-from bench.models import MODELS
-from bench.models.base import BenchModule
-from bench.optim import OPTIMIZERS, SCHEDULES, regularization, schedules
-from bench.optim.schedules import lambda_scheduler
-from bench.spec import RunConfig, direction_of, hparams_for
+from bench.data.bundle import DataBundle, Split
+from bench.models.base import BenchModule, SupervisedModule
+from bench.optim import regularization, schedules, torch_optimizers
+from bench.registry import OptimizerInfo
+from bench.routing import Routed
+from bench.spec.config import RunConfig, direction_of
 
 # Precisions that convert the whole model (not autocast): the data must be in the same dtype.
 TRUE_DTYPES = {"64-true": torch.float64, "16-true": torch.float16, "bf16-true": torch.bfloat16}
@@ -64,7 +67,7 @@ class RunResult:
     final: dict[str, float]  # last epoch's metrics, plus test/* when config.evaluate_test
     epochs: int
     steps: int  # optimizer steps
-    samples: int  # training examples seen
+    samples: int  # training examples seen (for a closure optimizer: every re-evaluation counts)
     wall_time_s: float
     device: str
     objective: float | None = None  # final value of config.objective (None unless finite)
@@ -86,20 +89,103 @@ def resolve_device(accelerator: str) -> torch.device:
     return torch.device(accelerator)
 
 
-def split_params(config: RunConfig) -> tuple[dict, dict, dict, dict]:
-    """Route the flat resolved params to (model, optimizer, schedule, training) owners."""
-    groups = (
-        {hp.name for hp in MODELS.get(config.model).meta["hparams"]},
-        {hp.name for hp in OPTIMIZERS.get(config.optimizer).meta["hparams"]},
-        {hp.name for hp in SCHEDULES.get(config.schedule).meta["hparams"]},
+def fit(config: RunConfig, reporter: Reporter | None = None, *, launched: bool = False) -> RunResult:
+    """Train one configuration; never raises for divergence (status 'diverged' instead).
+
+    A config with several devices/nodes trains in its own process group: call it through
+    `bench.tuning.executor.execute`, which starts `bench.worker` (launched=True) on every rank.
+    """
+    if config.world_size > 1 and not launched:
+        raise ValueError(f"devices={config.devices} x num_nodes={config.num_nodes} trains in its own process "
+                         "group: use bench.tuning.executor.execute (Lightning would re-run this script per rank)")
+    if launched and config.world_size > 1:  # ranks share this machine's cores: no oversubscription
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // config.devices))
+    seed_everything(config.seed)
+    device = resolve_device(config.accelerator)
+    data = load_dataset(config.dataset, config.data_seed, **config.data_args)
+    data = data.to(device, TRUE_DTYPES.get(config.precision))
+    owners = config.owners()
+    routed = owners.split(config.params)
+    regularization.check_data(owners.regularizers, data.input_shape, config.dataset)
+    batches = make_batches(data.train, owners.optimizer, routed.training, config.seed)
+    run = _Run(config, reporter, data.val, [info.load()(**kw) for info, kw in routed.regularizers])
+    module = build_module(config, data, routed, run, config.epochs * math.ceil(len(batches) / batches.accumulate))
+    trainer = build_trainer(config, device, module, run.regularizers, batches.accumulate)
+    _fit_interruptible(trainer, module, batches)
+    return run.result(trainer, module, data.test, device)
+
+
+def make_batches(train: Split, optimizer: OptimizerInfo, training: dict[str, Any], seed: int) -> TensorBatches:
+    """Mini-batches; or the exact full-set gradient as chunks under the memory cap, accumulated into
+    one step (BGD); or, for a closure optimizer (which re-evaluates the loss chunk by chunk inside
+    its step), the whole set as one batch per epoch."""
+    n = len(train)
+    if optimizer.closure:
+        return TensorBatches(train.x, train.y, n, shuffle=False, seed=seed)
+    if optimizer.full_batch:
+        chunk = min(n, training["bgd_max_chunk"])
+        return TensorBatches(train.x, train.y, chunk, shuffle=False, seed=seed, accumulate=math.ceil(n / chunk))
+    return TensorBatches(train.x, train.y, training["batch_size"], shuffle=True, seed=seed)
+
+
+def build_module(config: RunConfig, data: DataBundle, routed: Routed, run: _Run, total_steps: int) -> BenchModule:
+    """The model with the arm's optimizer and schedule injected and the regularizers' hooks installed."""
+    owners = config.owners()
+
+    def configure_optim(module: BenchModule, params=None, lr_scale: float = 1.0) -> dict:
+        """The arm's optimizer + schedule over `params` (default: all of the module's).
+        Models with several optimizers (the GAN) call this once per parameter group."""
+        values = {**routed.optimizer, **({"lr": routed.optimizer["lr"] * lr_scale} if lr_scale != 1.0 else {})}
+        optimizer = torch_optimizers.build(owners.optimizer, module.parameters() if params is None else params, values)
+        for reg in run.regularizers:
+            reg.wrap_optimizer(optimizer)  # before the scheduler, which wraps optimizer.step too
+        if owners.optimizer.mode_switch:
+            optimizer.train()  # schedule-free: training mode until the first evaluation
+        multiplier = owners.schedule.load()(**routed.schedule)
+        scheduler = schedules.lambda_scheduler(optimizer, multiplier, total_steps)
+        run.optimizers.append(optimizer)
+        run.schedulers.append((multiplier, scheduler))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    model = owners.model
+    if model.network:  # a plain nn.Module: the suite adds the task's loss and metrics
+        module = SupervisedModule(model.load()(data.input_shape, data.n_outputs, **routed.model), data, configure_optim)
+    else:
+        module = model.load()(data, configure_optim, **routed.model)
+    for reg in run.regularizers:
+        reg.attach(module)
+        if regularization.overrides(reg, "penalty"):
+            module.loss_penalties.append(reg.penalty)
+        if regularization.overrides(reg, "transform"):
+            module.batch_transforms.append(reg.transform)
+    module.after_epoch = run.epoch_end  # metrics, divergence, reporter (once per epoch)
+    if type(module).training_step is BenchModule.training_step:
+        # the base step runs its optimizer itself (cheaper per step); a closure optimizer gets its own step
+        module.optimize_in_training_step(closure_chunk=routed.training["bgd_max_chunk"]
+                                         if owners.optimizer.closure else None)
+    elif owners.optimizer.closure:
+        raise ValueError(f"{owners.optimizer.name} needs a closure, but model {model.name} steps its optimizers itself")
+    return module
+
+
+def build_trainer(config: RunConfig, device: torch.device, module: BenchModule,
+                  regs: list[regularization.Regularizer], accumulate: int) -> pl.Trainer:
+    trainer_kwargs = {k: v for reg in regs for k, v in reg.trainer_kwargs().items()}
+    if not module.automatic_optimization:
+        # Lightning refuses its own clipping under manual optimization (the base step under fit, the
+        # GAN): the grad_clip regularizer's norm is applied in the module's optimizer-step hook.
+        trainer_kwargs.pop("gradient_clip_algorithm", None)
+        module.clip_gradient_norm(trainer_kwargs.pop("gradient_clip_val", None))
+    return pl.Trainer(
+        accelerator="gpu" if device.type == "cuda" else "cpu", devices=config.devices, num_nodes=config.num_nodes,
+        strategy=config.strategy, precision=config.precision, max_epochs=config.epochs,
+        # Lightning refuses accumulate_grad_batches under manual optimization (the base step under
+        # fit, the GAN); such models accumulate full-batch chunks themselves (batches.accumulate).
+        accumulate_grad_batches=accumulate if module.automatic_optimization else 1,
+        logger=False, enable_checkpointing=False, enable_progress_bar=config.progress_bar,
+        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, profiler=_NoProfiler(),
+        **trainer_kwargs,
     )
-    # Regularizers' own knobs (l1_strength, ...) land in the training group; the ones they borrow
-    # (weight_decay, dropout) stay with their owners.
-    declared = hparams_for(config.model, config.optimizer, config.schedule, config.regularizers)
-    params = {**{k: hp.default for k, hp in declared.items()}, **config.params}
-    model_p, optim_p, sched_p = ({k: params[k] for k in g} for g in groups)
-    train_p = {k: v for k, v in params.items() if not any(k in g for g in groups)}
-    return model_p, optim_p, sched_p, train_p
 
 
 class _NoProfiler(PassThroughProfiler):
@@ -114,18 +200,41 @@ class _NoProfiler(PassThroughProfiler):
 
 @dataclass
 class _Run:
+    """What one run accumulates: per-epoch metrics, its optimizers and schedulers, its outcome."""
+
     config: RunConfig
     reporter: Reporter | None
-    val: object
+    val: Split
+    regularizers: list[regularization.Regularizer]
     history: list[dict[str, float]] = field(default_factory=list)
     status: Status = "completed"
     reason: str = ""
     start: float = field(default_factory=time.perf_counter)
+    optimizers: list[torch.optim.Optimizer] = field(default_factory=list)
     # (multiplier, scheduler) per optimizer: run-dependent schedules (plateau) see each epoch's objective
     schedulers: list[tuple] = field(default_factory=list)
-    stopper: regularization.EarlyStopping | None = None
+
+    @property
+    def stopper(self) -> regularization.EarlyStopping | None:
+        return next((r for r in self.regularizers if isinstance(r, regularization.EarlyStopping)), None)
+
+    @contextlib.contextmanager
+    def evaluating(self) -> Any:
+        """Schedule-free optimizers hold the weights to evaluate only in eval mode."""
+        switch = self.config.owners().optimizer.mode_switch
+        for optimizer in self.optimizers if switch else ():
+            optimizer.eval()
+        try:
+            yield
+        finally:
+            for optimizer in self.optimizers if switch else ():
+                optimizer.train()
 
     def epoch_end(self, trainer: pl.Trainer, module: BenchModule, epoch_time: float) -> None:
+        with self.evaluating():  # the stopper's snapshot, too, is of the evaluated weights
+            self._epoch_end(trainer, module, epoch_time)
+
+    def _epoch_end(self, trainer: pl.Trainer, module: BenchModule, epoch_time: float) -> None:
         epoch = len(self.history) + 1
         # Under DDP every rank evaluates the whole (identical) val split; training loss and samples
         # are per rank and are reduced here (mean of the ranks' means; sum of samples).
@@ -153,14 +262,39 @@ class _Run:
         if reason:
             self.status, self.reason = "pruned", reason
             trainer.should_stop = True
-        else:
-            direction = direction_of(self.config.objective)
-            value = metrics.get(self.config.objective)
-            for multiplier, scheduler in self.schedulers:
-                schedules.epoch_end(multiplier, scheduler, value, direction)
-            if self.stopper is not None and (reason := self.stopper.update(epoch, value, direction, module)):
-                self.reason = reason  # still 'completed': a regular end chosen by the run itself
-                trainer.should_stop = True
+            return
+        direction = direction_of(self.config.objective)
+        value = metrics.get(self.config.objective)
+        for multiplier, scheduler in self.schedulers:
+            schedules.epoch_end(multiplier, scheduler, value, direction)
+        if self.stopper is not None and (reason := self.stopper.update(epoch, value, direction, module)):
+            self.reason = reason  # still 'completed': a regular end chosen by the run itself
+            trainer.should_stop = True
+
+    def result(self, trainer: pl.Trainer, module: BenchModule, test: Split, device: torch.device) -> RunResult:
+        config, wall = self.config, time.perf_counter() - self.start
+        final = dict(self.history[-1]) if self.history else {}
+        extra: dict = {"world_size": trainer.world_size, "strategy": config.strategy, "precision": config.precision}
+        if not config.owners().optimizer.full_batch:
+            # The global batch is fixed (each rank takes 1/world of it), so lr needs no scaling rule.
+            extra.update(effective_batch_size=config.params["batch_size"], lr_scaling="none (global batch fixed)")
+        with self.evaluating():
+            if self.stopper is not None and self.status != "diverged" and (best := self.stopper.restore(module)):
+                # The returned model is the best epoch's: report its metrics; the spent epochs, steps,
+                # samples and time stay the whole run's (early stopping is not free).
+                final.update({k: v for k, v in self.history[best - 1].items() if k.startswith(("val/", "train/"))})
+                final["best_epoch"] = float(best)
+                extra.update(best_epoch=best, early_stopped=self.stopper.stopped_epoch is not None)
+            if config.evaluate_test and self.status != "diverged":
+                final.update({f"test/{k}": v for k, v in module.evaluate(test).items()})
+        value = final.get(config.objective) if self.status != "diverged" else None
+        return RunResult(
+            status=self.status, reason=self.reason, history=self.history, final=final, epochs=len(self.history),
+            steps=trainer.global_step,
+            samples=int(self.history[-1]["samples"]) if self.history else module.samples_seen,
+            wall_time_s=wall, device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+            objective=value if value is not None and math.isfinite(value) else None, extra=extra,
+        )
 
 
 def _fit_interruptible(trainer: pl.Trainer, module: BenchModule, batches: TensorBatches) -> None:
@@ -177,117 +311,3 @@ def _fit_interruptible(trainer: pl.Trainer, module: BenchModule, batches: Tensor
     finally:
         if sigint is not None and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, sigint)
-
-
-def fit(config: RunConfig, reporter: Reporter | None = None, *, launched: bool = False) -> RunResult:
-    """Train one configuration; never raises for divergence (status 'diverged' instead).
-
-    A config with several devices/nodes trains in its own process group: call it through
-    `bench.tuning.executor.execute`, which starts `bench.worker` (launched=True) on every rank.
-    """
-    if config.world_size > 1 and not launched:
-        raise ValueError(f"devices={config.devices} x num_nodes={config.num_nodes} trains in its own process "
-                         "group: use bench.tuning.executor.execute (Lightning would re-run this script per rank)")
-    if launched and config.world_size > 1:  # ranks share this machine's cores: no oversubscription
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // config.devices))
-    seed_everything(config.seed)
-    device = resolve_device(config.accelerator)
-    data = load_dataset(config.dataset, config.data_seed, **config.data_args)
-    data = data.to(device, TRUE_DTYPES.get(config.precision))
-    model_p, optim_p, sched_p, train_p = split_params(config)
-    full_batch = OPTIMIZERS.get(config.optimizer).meta["full_batch"]
-
-    n_train = len(data.train)
-    if full_batch:  # exact gradient of the whole set, in chunks under the memory cap
-        chunk = min(n_train, train_p["bgd_max_chunk"])
-        accumulate = math.ceil(n_train / chunk)
-        batches = TensorBatches(data.train.x, data.train.y, chunk, shuffle=False,
-                                seed=config.seed, accumulate=accumulate)
-    else:
-        accumulate = 1
-        batches = TensorBatches(data.train.x, data.train.y, train_p["batch_size"], shuffle=True,
-                                seed=config.seed)
-    total_steps = config.epochs * math.ceil(len(batches) / accumulate)
-    regs = regularization.build(config.regularizers, train_p)
-    regularization.check_data(config.regularizers, data.input_shape, config.dataset)
-    run = _Run(config, reporter, data.val)
-    run.stopper = next((r for r in regs if isinstance(r, regularization.EarlyStopping)), None)
-
-    def configure_optim(module: BenchModule, params=None, lr_scale: float = 1.0) -> dict:
-        """The arm's optimizer + schedule over `params` (default: all of the module's).
-        Models with several optimizers (the GAN) call this once per parameter group."""
-        kwargs = {**optim_p, "lr": optim_p["lr"] * lr_scale}
-        optimizer = OPTIMIZERS.get(config.optimizer).factory(
-            module.parameters() if params is None else params, **kwargs)
-        for reg in regs:
-            reg.wrap_optimizer(optimizer)  # before the scheduler, which wraps optimizer.step too
-        multiplier = SCHEDULES.get(config.schedule).factory(**sched_p)
-        scheduler = lambda_scheduler(optimizer, multiplier, total_steps)
-        run.schedulers.append((multiplier, scheduler))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    module = MODELS.get(config.model).factory(data, configure_optim, **model_p)
-    for reg in regs:
-        reg.attach(module)
-        if regularization.overrides(reg, "penalty"):
-            module.loss_penalties.append(reg.penalty)
-        if regularization.overrides(reg, "transform"):
-            module.batch_transforms.append(reg.transform)
-    trainer_kwargs = {k: v for reg in regs for k, v in reg.trainer_kwargs().items()}
-    module.after_epoch = run.epoch_end  # metrics, divergence, reporter (once per epoch)
-    if type(module).training_step is BenchModule.training_step:
-        module.optimize_in_training_step()  # the base step runs its optimizer itself (cheaper per step)
-    if not module.automatic_optimization:
-        # Lightning refuses its own clipping under manual optimization (the base step under fit, the
-        # GAN): the grad_clip regularizer's norm is applied in the module's optimizer-step hook.
-        trainer_kwargs.pop("gradient_clip_algorithm", None)
-        module.clip_gradient_norm(trainer_kwargs.pop("gradient_clip_val", None))
-    trainer = pl.Trainer(
-        accelerator="gpu" if device.type == "cuda" else "cpu",
-        devices=config.devices,
-        num_nodes=config.num_nodes,
-        strategy=config.strategy,
-        precision=config.precision,
-        max_epochs=config.epochs,
-        # Lightning refuses accumulate_grad_batches under manual optimization (the base step under
-        # fit, the GAN); such models accumulate full-batch chunks themselves (batches.accumulate).
-        accumulate_grad_batches=accumulate if module.automatic_optimization else 1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=config.progress_bar,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        profiler=_NoProfiler(),
-        **trainer_kwargs,
-    )
-    _fit_interruptible(trainer, module, batches)
-    wall = time.perf_counter() - run.start
-
-    final = dict(run.history[-1]) if run.history else {}
-    extra: dict = {"world_size": trainer.world_size, "strategy": config.strategy, "precision": config.precision}
-    if not full_batch:
-        # The global batch is fixed (each rank takes 1/world of it), so lr needs no scaling rule.
-        extra.update(effective_batch_size=train_p["batch_size"], lr_scaling="none (global batch fixed)")
-    if run.stopper is not None and run.status != "diverged" and (best := run.stopper.restore(module)):
-        # The returned model is the best epoch's: report its metrics; the spent epochs, steps,
-        # samples and time stay the whole run's (early stopping is not free).
-        final.update({k: v for k, v in run.history[best - 1].items() if k.startswith(("val/", "train/"))})
-        final["best_epoch"] = float(best)
-        extra.update(best_epoch=best, early_stopped=run.stopper.stopped_epoch is not None)
-    if config.evaluate_test and run.status != "diverged":
-        final.update({f"test/{k}": v for k, v in module.evaluate(data.test).items()})
-    value = final.get(config.objective) if run.status != "diverged" else None
-    return RunResult(
-        status=run.status,
-        reason=run.reason,
-        history=run.history,
-        final=final,
-        epochs=len(run.history),
-        steps=trainer.global_step,
-        samples=int(run.history[-1]["samples"]) if run.history else module.samples_seen,
-        wall_time_s=wall,
-        device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-        objective=value if value is not None and math.isfinite(value) else None,
-        extra=extra,
-    )

@@ -46,6 +46,14 @@ def stores(tmp_path: Path) -> Stores:
 
 
 @pytest.fixture(scope="session")
+def quick_study(tmp_path_factory) -> Stores:
+    """The quickstart's quick variant, run once per session for the report and UI tests."""
+    stores = Stores(tmp_path_factory.mktemp("quickstart"))
+    assert stores.run("run", str(STUDIES / "quickstart.toml"), "--quick", "--quiet") == 0
+    return stores
+
+
+@pytest.fixture(scope="session")
 def postgres(tmp_path_factory):
     """A private PostgreSQL cluster on 127.0.0.1 with databases `optuna` and `mlflow`."""
     import shutil

@@ -28,17 +28,17 @@ FORMULAS = {
 
 
 def test_every_registered_schedule_has_a_formula_test():
-    assert set(FORMULAS) == set(SCHEDULES.names())
+    assert set(FORMULAS) == set(SCHEDULES.builtin_names())
 
 
 def _params(name: str, overrides: dict) -> dict:
-    return {**{hp.name: hp.default for hp in SCHEDULES.get(name).meta["hparams"]}, **overrides}
+    return {**{hp.name: hp.default for hp in SCHEDULES.get(name).hparams}, **overrides}
 
 
 @pytest.mark.parametrize("name", sorted(FORMULAS))
 def test_lr_curve_follows_formula_over_every_step(name):
     overrides, formula = FORMULAS[name]
-    multiplier = SCHEDULES.get(name).factory(**_params(name, overrides))
+    multiplier = SCHEDULES.get(name).load()(**_params(name, overrides))
     param = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([param], lr=0.2)
     total = 40

@@ -16,6 +16,7 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
+from bench.cli import main
 from tests.conftest import REPO, STUDIES
 
 pytestmark = pytest.mark.slow
@@ -204,3 +205,11 @@ def test_a_killed_run_is_resumed_without_losing_or_redoing_work(stores):
     assert client.get_run(orphan.user_attrs["mlflow_run_id"]).info.status == "FAILED"
     assert len([r for r in runs if r.data.tags.get("phase") == "eval" and r.info.status == "FINISHED"]) == 2
     assert len([r for r in runs if r.data.tags.get("phase") == "arm"]) == 1
+    # the restart redrew no configuration: the finished trials are those of an uninterrupted study
+    resumed = [t.params for t in study.trials if t.state != TrialState.FAIL]
+    fresh = stores.root / "fresh"
+    assert main(["run", str(path), "--quiet", "--storage", str(fresh / "o.journal"),
+                 "--tracking-uri", f"sqlite:///{fresh}/m.db", "--results-dir", str(fresh / "r")]) == 0
+    fresh_storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(fresh / "o.journal")))
+    uninterrupted = optuna.load_study(study_name="resume/adam", storage=fresh_storage)
+    assert resumed == [t.params for t in uninterrupted.trials] and len({str(p) for p in resumed}) == 3

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from bench.data import load_dataset
 from bench.models import MODELS
 from bench.spec import RunConfig
-from bench.train import fit, seed_everything, split_params
+from bench.train import fit, seed_everything
 
 
 def config(**kw) -> RunConfig:
@@ -26,8 +26,8 @@ def test_bgd_takes_one_exact_full_gradient_step_per_epoch_even_when_chunked():
     cfg = config(optimizer="bgd", params={"lr": 0.5, "hidden_sizes": "16", "bgd_max_chunk": 100}, epochs=1)
     data = load_dataset("digits", 0)
     seed_everything(cfg.seed)
-    model_p, *_ = split_params(cfg)
-    reference = MODELS.get("mlp").factory(data, None, **model_p)
+    model_p = cfg.owners().split(cfg.params).model
+    reference = MODELS.get("mlp").load()(data, None, **model_p)
     loss = F.cross_entropy(reference(data.train.x), data.train.y)
     grads = torch.autograd.grad(loss, list(reference.parameters()))
     expected = [p.detach() - 0.5 * g for p, g in zip(reference.parameters(), grads)]
@@ -42,7 +42,7 @@ def test_bgd_takes_one_exact_full_gradient_step_per_epoch_even_when_chunked():
     assert result.steps == 1 and captured["steps"] == 1.0
     assert result.samples == len(data.train)
     seed_everything(cfg.seed)
-    trained = MODELS.get("mlp").factory(data, None, **model_p)
+    trained = MODELS.get("mlp").load()(data, None, **model_p)
     _train_like_fit(cfg, trained)
     for got, want in zip(trained.parameters(), expected):
         torch.testing.assert_close(got.detach(), want, rtol=1e-5, atol=1e-6)
@@ -56,8 +56,9 @@ def _train_like_fit(cfg: RunConfig, module) -> None:
     from bench.optim import OPTIMIZERS
 
     data = load_dataset("digits", 0)
-    _, optim_p, _, train_p = split_params(cfg)
-    module._configure_optim = lambda m, params=None, lr_scale=1.0: OPTIMIZERS.get("bgd").factory(
+    routed = cfg.owners().split(cfg.params)
+    optim_p, train_p = routed.optimizer, routed.training
+    module._configure_optim = lambda m, params=None, lr_scale=1.0: OPTIMIZERS.get("bgd").load()(
         m.parameters(), **optim_p)
     n = len(data.train)
     k = math.ceil(n / train_p["bgd_max_chunk"])

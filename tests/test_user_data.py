@@ -68,7 +68,7 @@ def test_npz_tabular_and_mnist_size_images_feed_the_cnn(tmp_path):
     bundle = load_dataset("file_multiclass", path=str(images), target="labels", scale="minmax")
     assert bundle.input_shape == (1, 28, 28) and bundle.n_outputs == 4
     assert bundle.train.x.min() == 0 and bundle.train.x.max() == 1
-    cnn = MODELS.get("cnn").factory(bundle, None, cnn_channels="4-8", residual=True, batch_norm=True)
+    cnn = MODELS.get("cnn").load()(bundle, None, cnn_channels="4-8", residual=True, batch_norm=True)
     assert cnn(bundle.train.x[:3]).shape == (3, 4)
 
 
@@ -178,5 +178,5 @@ def test_bad_idx_files(tmp_path):
 def test_file_datasets_are_registered_per_task():
     for task in ("multiclass", "binary", "regression"):
         entry = DATASETS.get(f"file_{task}")
-        assert entry.meta["task"] == task
-        assert [hp.name for hp in entry.meta["args"]] == ["path", "target", "scale"]
+        assert entry.task == task
+        assert [hp.name for hp in entry.args] == ["path", "target", "scale"]

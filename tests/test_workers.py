@@ -52,6 +52,8 @@ def check_exact(stores, name: str, storage, *, n_trials: int, seeds: int, allow_
         states = Counter(t.state for t in trials)
         assert states[TrialState.COMPLETE] + states[TrialState.PRUNED] == n_trials
         assert states[TrialState.RUNNING] == 0 and states[TrialState.FAIL] <= allow_failed
+        configs = [tuple(sorted(t.params.items())) for t in trials if t.state != TrialState.FAIL]
+        assert len(set(configs)) == len(configs) == n_trials  # no worker redrew another's configuration
         tune = [r for r in runs if r.data.tags.get("arm") == arm and r.data.tags.get("phase") == "tune"]
         finished = [r for r in tune if r.info.status == "FINISHED"]
         assert len(finished) == states[TrialState.COMPLETE]

@@ -34,9 +34,9 @@ OBJECTIVE = {"sigmoid_net": "val/mse", "cnn": "val/acc", "autoencoder": "val/mse
 def build(name: str, **hparams):
     dataset, args = SMALL[name]
     data = load_dataset(dataset, 0, **args)
-    defaults = {hp.name: hp.default for hp in MODELS.get(name).meta["hparams"]}
+    defaults = {hp.name: hp.default for hp in MODELS.get(name).hparams}
     torch.manual_seed(0)
-    return MODELS.get(name).factory(data, None, **{**defaults, **hparams}), data
+    return MODELS.get(name).load()(data, None, **{**defaults, **hparams}), data
 
 
 # --- shapes ----------------------------------------------------------------------------------
@@ -87,7 +87,7 @@ def test_cnn_variants_and_mnist_size(residual, batch_norm):
     assert model(data.train.x[:4]).shape == (4, 10)
     mnist = load_dataset("digits_images")  # same bundle with MNIST-size 28x28 inputs
     big = replace(mnist, train=Split(torch.rand(6, 1, 28, 28), torch.arange(6)), input_shape=(1, 28, 28))
-    model = MODELS.get("cnn").factory(big, None, cnn_channels="8-16", residual=residual, batch_norm=batch_norm)
+    model = MODELS.get("cnn").load()(big, None, cnn_channels="8-16", residual=residual, batch_norm=batch_norm)
     assert model(big.train.x).shape == (6, 10)
 
 
@@ -96,10 +96,10 @@ def test_conv_autoencoder_and_code_size():
     x = data.train.x[:8]
     assert model.encoder(x).shape == (8, 5) and model(x).shape == x.shape
     flat = load_dataset("digits")  # dense autoencoder on flat standardized features
-    dense = MODELS.get("autoencoder").factory(flat, None, code_size=3, ae_hidden="32-16", ae_conv=False)
+    dense = MODELS.get("autoencoder").load()(flat, None, code_size=3, ae_hidden="32-16", ae_conv=False)
     assert dense.encoder(flat.train.x[:8]).shape == (8, 3) and dense(flat.train.x[:8]).shape == (8, 64)
     with pytest.raises(ValueError, match="needs \\(C, H, W\\) images"):
-        MODELS.get("autoencoder").factory(flat, None, code_size=3, ae_hidden="32", ae_conv=True)
+        MODELS.get("autoencoder").load()(flat, None, code_size=3, ae_hidden="32", ae_conv=True)
 
 
 # --- learning on a fixed seed ----------------------------------------------------------------
@@ -133,7 +133,7 @@ def test_gan_discriminator_loss_decreases_with_generator_fixed():
 def test_mlp_binary_mode_on_breast_cancer():
     """The 64 -> 1 example: one logit + sigmoid/BCE (task 'binary'), threshold at logit 0."""
     data = load_dataset("breast_cancer")
-    model = MODELS.get("mlp").factory(data, None, hidden_sizes="64", activation="relu", dropout=0.0)
+    model = MODELS.get("mlp").load()(data, None, hidden_sizes="64", activation="relu", dropout=0.0)
     x, y = data.train.x[:10], data.train.y[:10]
     out = model(x)
     assert out.shape == (10, 1)
@@ -277,10 +277,10 @@ def test_digits_images_diabetes_and_synthetic_regression():
 
 def test_registry_metadata_of_zoo_models():
     for name in ZOO:
-        meta = MODELS.get(name).meta
-        assert "measured" in meta["reference"] and "TBD" not in meta["reference"], name
-        assert meta["default_dataset"] and meta["tasks"]
-    names = [hp.name for name in MODELS.names() for hp in MODELS.get(name).meta["hparams"]]
+        info = MODELS.get(name)
+        assert "measured" in info.reference and "TBD" not in info.reference, name
+        assert info.default_dataset and info.tasks
+    names = [hp.name for name in MODELS.builtin_names() for hp in MODELS.get(name).hparams]
     assert len(names) == len(set(names)), "model hyper-parameter names must be globally unique"
 
 

@@ -1,126 +1,151 @@
-"""Datasets as in-memory tensor bundles with a train/val/test split fixed by a data seed.
+"""Dataset registry: the built-in datasets' metadata, their arguments and the cached loader.
 
-Every dataset returns a DataBundle: three (x, y) tensor pairs, the task kind and shapes. Features
-are standardized with statistics of the training split only, so no validation or test
-information leaks into training.
+Every dataset becomes a DataBundle (bench/data/bundle.py): train/val/test tensors with a split
+fixed by the data seed, features standardized on the training split. The infos below name their
+factories by import path, so a study file is validated without importing torch, numpy or
+scikit-learn; `load_dataset` imports the factory's module on first use. Plug-in packages add
+datasets through the `bench.datasets` entry-point group.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
-import torch
-from sklearn.model_selection import train_test_split
-
+from bench import plugins
 from bench.hparams import HParam
-from bench.registry import Registry
+from bench.registry import DatasetInfo, Registry
 
-Task = Literal["multiclass", "binary", "regression", "sequence"]  # sequence: int tokens x, y (N, L)
-DATASETS = Registry("dataset")
+DATASETS: Registry[DatasetInfo] = Registry("dataset", "bench.datasets", plugins.dataset_info, imports=True)
+SCALES = ("standardize", "minmax")  # feature scalings (bench/data/splits.py)
+SEQ_TASKS = ("reverse", "sort", "copy")  # sequence mappings (bench/data/synthetic.py)
 
-# Fractions of the whole set; the rest is the test split.
-TRAIN_FRACTION, VAL_FRACTION = 0.6, 0.2
+_FILE_ARGS = (
+    HParam("path", "str", "", "local .npz, .csv or .parquet file"),
+    HParam("target", "str", "y", "target column (.csv/.parquet) or array key (.npz)"),
+    HParam("scale", "str", "standardize", "feature scaling from training statistics", choices=SCALES),
+)
 
-
-@dataclass(frozen=True)
-class Split:
-    x: torch.Tensor
-    y: torch.Tensor
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-
-@dataclass(frozen=True)
-class DataBundle:
-    """Train/val/test tensors plus what a model needs to size itself."""
-
-    name: str
-    task: Task
-    train: Split
-    val: Split
-    test: Split
-    input_shape: tuple[int, ...]  # per-example shape, e.g. (64,) or (1, 8, 8)
-    n_outputs: int  # classes for multiclass, 1 for binary, targets for regression
-
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> DataBundle:
-        """On `device`; floating tensors (features, regression targets) cast to `dtype` when given:
-        a "64-true" / "bf16-true" / "16-true" model computes in that dtype and needs inputs in it."""
-        cast = lambda t: t.to(device, dtype) if dtype is not None and t.is_floating_point() else t.to(device)  # noqa: E731
-        move = lambda s: Split(cast(s.x), cast(s.y))  # noqa: E731
-        return replace(self, train=move(self.train), val=move(self.val), test=move(self.test))
-
-    def split(self, name: str) -> Split:
-        return {"train": self.train, "val": self.val, "test": self.test}[name]
-
-
-def split_arrays(
-    x: np.ndarray, y: np.ndarray, *, task: Task, seed: int, name: str, n_outputs: int
-) -> DataBundle:
-    """Stratified (for classification) seeded 60/20/20 split, standardized on the train split."""
-    stratify = y if task != "regression" else None
-    x_train, x_rest, y_train, y_rest = train_test_split(
-        x, y, train_size=TRAIN_FRACTION, random_state=seed, stratify=stratify
-    )
-    val_share = VAL_FRACTION / (1 - TRAIN_FRACTION)
-    x_val, x_test, y_val, y_test = train_test_split(
-        x_rest,
-        y_rest,
-        train_size=val_share,
-        random_state=seed,
-        stratify=y_rest if stratify is not None else None,
-    )
-    mean = x_train.mean(axis=0, keepdims=True)
-    std = x_train.std(axis=0, keepdims=True)
-    std[std == 0] = 1.0  # constant pixels (digits' border) stay 0 instead of NaN
-
-    def tensors(xs: np.ndarray, ys: np.ndarray) -> Split:
-        xt = torch.as_tensor((xs - mean) / std, dtype=torch.float32)
-        if task == "regression":
-            yt = torch.as_tensor(ys, dtype=torch.float32)
-            yt = yt.unsqueeze(-1) if yt.ndim == 1 else yt
-        else:
-            yt = torch.as_tensor(ys, dtype=torch.long)
-        return Split(xt, yt)
-
-    return DataBundle(
-        name=name,
-        task=task,
-        train=tensors(x_train, y_train),
-        val=tensors(x_val, y_val),
-        test=tensors(x_test, y_test),
-        input_shape=tuple(x.shape[1:]),
-        n_outputs=n_outputs,
-    )
+DATASETS.register(DatasetInfo(
+    name="digits", factory="bench.data.builtin:digits", task="multiclass",
+    summary="scikit-learn 8x8 handwritten digits: 1797 images, 64 features, 10 classes",
+    args=(HParam("train_fraction", "float", 1.0,
+                 "share of the training split kept (stratified, seeded): small values over-fit", low=0.01, high=1.0),),
+))
+DATASETS.register(DatasetInfo(
+    name="breast_cancer", factory="bench.data.builtin:breast_cancer", task="binary",
+    summary="scikit-learn Wisconsin breast cancer: 569 cases, 30 features, binary",
+))
+DATASETS.register(DatasetInfo(
+    name="synthetic_classification", factory="bench.data.builtin:synthetic_classification", task="multiclass",
+    summary="seeded Gaussian-cluster classification (make_classification), default 10 features x 10 classes",
+    args=(
+        HParam("n_samples", "int", 3000, "number of examples", low=30),
+        HParam("n_features", "int", 10, "input features", low=2),
+        HParam("n_classes", "int", 10, "classes", low=2),
+        HParam("class_sep", "float", 1.5, "cluster separation (larger is easier)", low=0.0),
+    ),
+))
+DATASETS.register(DatasetInfo(
+    name="digits_images", factory="bench.data.builtin:digits_images", task="multiclass",
+    summary="scikit-learn digits as 1x8x8 images (CNN, autoencoder, GAN); pixels scaled to [0, 1] by default",
+    args=(HParam("scale", "str", "minmax", "pixel scaling from training statistics", choices=SCALES),),
+))
+DATASETS.register(DatasetInfo(
+    name="diabetes", factory="bench.data.builtin:diabetes", task="regression",
+    summary="scikit-learn diabetes progression: 442 patients, 10 features, 1 target (standardized)",
+))
+DATASETS.register(DatasetInfo(
+    name="synthetic_regression", factory="bench.data.synthetic:synthetic_regression", task="regression",
+    summary="seeded teacher-network regression: x ~ N(0, I), y = sigmoid-net(x) + noise; default 1000 -> 10",
+    args=(
+        HParam("n_samples", "int", 4000, "number of examples", low=30),
+        HParam("n_features", "int", 1000, "input dimension", low=1),
+        HParam("n_targets", "int", 10, "output dimension", low=1),
+        HParam("teacher_hidden", "int", 16, "hidden sigmoid units of the random teacher network", low=1),
+        HParam("noise", "float", 0.1, "std of Gaussian label noise relative to the signal's std", low=0.0),
+    ),
+))
+DATASETS.register(DatasetInfo(
+    name="sequences", factory="bench.data.synthetic:sequences", task="sequence",
+    summary="seeded algorithmic seq2seq tasks on random tokens: reverse, sort, copy (rotated by an offset)",
+    args=(
+        HParam("seq_task", "str", "sort", "the mapping from input to target tokens", choices=SEQ_TASKS),
+        HParam("seq_len", "int", 8, "tokens per input (and target) sequence", low=1),
+        HParam("vocab_size", "int", 10, "distinct data tokens (ids 0 .. vocab_size-1)", low=2),
+        HParam("copy_offset", "int", 0, "copy task: target is the input rotated left by this many positions", low=0),
+        HParam("n_samples", "int", 3000, "number of sequences", low=30),
+    ),
+))
+# A user file's task is metadata too (checked against the model before anything runs): one name per task.
+DATASETS.register(DatasetInfo(
+    name="file_multiclass", factory="bench.data.files:file_multiclass", task="multiclass", args=_FILE_ARGS,
+    summary="user file (.npz/.csv/.parquet), class labels in `target`; data_args.path required",
+))
+DATASETS.register(DatasetInfo(
+    name="file_binary", factory="bench.data.files:file_binary", task="binary", args=_FILE_ARGS,
+    summary="user file (.npz/.csv/.parquet), two-valued labels in `target`; data_args.path required",
+))
+DATASETS.register(DatasetInfo(
+    name="file_regression", factory="bench.data.files:file_regression", task="regression", args=_FILE_ARGS,
+    summary="user file (.npz/.csv/.parquet), numeric `target` (standardized); path required",
+))
+DATASETS.register(DatasetInfo(
+    name="idx_images", factory="bench.data.files:idx_images", task="multiclass",
+    summary="local IDX image/label files (MNIST format, .gz ok) as 1xHxW images; data_args images and labels",
+    args=(
+        HParam("images", "str", "", "IDX images file, e.g. train-images-idx3-ubyte(.gz)"),
+        HParam("labels", "str", "", "IDX labels file, e.g. train-labels-idx1-ubyte(.gz)"),
+        HParam("scale", "str", "minmax", "pixel scaling from training statistics", choices=SCALES),
+    ),
+))
 
 
 def dataset_args(name: str) -> dict[str, HParam]:
     """Declared arguments of a dataset (e.g. n_samples for synthetic sets)."""
-    return {hp.name: hp for hp in DATASETS.get(name).meta.get("args", ())}
+    return {hp.name: hp for hp in DATASETS.get(name).args}
 
 
 def resolve_args(name: str, given: dict[str, Any]) -> dict[str, Any]:
-    """Fill defaults and type-check dataset arguments; raises KeyError/ValueError naming the key."""
+    """Fill defaults and type-check dataset arguments; raises ValueError naming the key."""
     declared = dataset_args(name)
     for key in given:
         if key not in declared:
             known = ", ".join(sorted(declared)) or "none"
-            raise KeyError(f"{key}: dataset '{name}' has no argument {key!r} (known: {known})")
-    return {k: hp.check(given[k]) if k in given else hp.default for k, hp in declared.items()}
+            raise ValueError(f"{key}: dataset '{name}' has no argument {key!r} (known: {known})")
+    out = {}
+    for key, hp in declared.items():
+        try:
+            out[key] = hp.check(given[key]) if key in given else hp.default
+        except ValueError as err:
+            raise ValueError(f"{key}: {err}") from None
+    return out
 
 
-def load_dataset(name: str, seed: int = 0, **args: Any) -> DataBundle:
-    """Build (or reuse from this process's cache) a dataset bundle."""
+def load_dataset(name: str, seed: int = 0, **args: Any) -> Any:
+    """Build (or reuse from this process's cache) a dataset's DataBundle."""
     return _cached(name, seed, json.dumps(resolve_args(name, args), sort_keys=True))
 
 
 @functools.lru_cache(maxsize=8)
-def _cached(name: str, seed: int, args_json: str) -> DataBundle:
-    return DATASETS.get(name).factory(seed=seed, **json.loads(args_json))
+def _cached(name: str, seed: int, args_json: str) -> Any:
+    import inspect
+
+    from bench.data.bundle import DataBundle, bundle_from_arrays
+
+    info = DATASETS.get(name)
+    factory, args = info.load(), json.loads(args_json)
+    if "seed" in inspect.signature(factory).parameters:
+        args["seed"] = seed
+    out = factory(**args)
+    return out if isinstance(out, DataBundle) else bundle_from_arrays(out, task=info.task, seed=seed, name=name)
 
 
-from bench.data import builtin, files, synthetic  # noqa: E402,F401  (registers the built-in datasets)
+def __getattr__(name: str) -> Any:
+    """DataBundle, Split, split_arrays, ... from bench.data.bundle, imported only when asked for."""
+    if name in ("DataBundle", "Split", "split_arrays", "bundle_from_arrays", "TRAIN_FRACTION", "VAL_FRACTION"):
+        from bench.data import bundle
+
+        return getattr(bundle, name)
+    raise AttributeError(f"module 'bench.data' has no attribute {name!r}")

@@ -1,20 +1,12 @@
-"""Built-in datasets: scikit-learn's bundled sets and seeded synthetic generators (no download)."""
+"""Built-in datasets: scikit-learn's bundled sets (no download). Declared in bench/data/__init__.py."""
 
 from __future__ import annotations
 
 from sklearn import datasets as skd
 
-from bench.data import DATASETS, DataBundle, split_arrays
-from bench.hparams import HParam
+from bench.data.bundle import DataBundle, split_arrays
 
 
-@DATASETS.register(
-    "digits",
-    summary="scikit-learn 8x8 handwritten digits: 1797 images, 64 features, 10 classes",
-    task="multiclass",
-    args=(HParam("train_fraction", "float", 1.0,
-                 "share of the training split kept (stratified, seeded): small values over-fit", low=0.01, high=1.0),),
-)
 def digits(seed: int, train_fraction: float = 1.0) -> DataBundle:
     x, y = skd.load_digits(return_X_y=True)
     bundle = split_arrays(x, y, task="multiclass", seed=seed, name="digits", n_outputs=10)
@@ -26,7 +18,7 @@ def digits(seed: int, train_fraction: float = 1.0) -> DataBundle:
 
     from sklearn.model_selection import train_test_split
 
-    from bench.data import Split
+    from bench.data.bundle import Split
 
     keep, _ = train_test_split(range(len(bundle.train)), train_size=train_fraction, random_state=seed,
                                stratify=bundle.train.y.numpy())
@@ -34,27 +26,11 @@ def digits(seed: int, train_fraction: float = 1.0) -> DataBundle:
     return replace(bundle, train=Split(bundle.train.x[keep], bundle.train.y[keep]))
 
 
-@DATASETS.register(
-    "breast_cancer",
-    summary="scikit-learn Wisconsin breast cancer: 569 cases, 30 features, binary",
-    task="binary",
-)
 def breast_cancer(seed: int) -> DataBundle:
     x, y = skd.load_breast_cancer(return_X_y=True)
     return split_arrays(x, y, task="binary", seed=seed, name="breast_cancer", n_outputs=1)
 
 
-@DATASETS.register(
-    "synthetic_classification",
-    summary="seeded Gaussian-cluster classification (make_classification), default 10 features x 10 classes",
-    task="multiclass",
-    args=(
-        HParam("n_samples", "int", 3000, "number of examples", low=30),
-        HParam("n_features", "int", 10, "input features", low=2),
-        HParam("n_classes", "int", 10, "classes", low=2),
-        HParam("class_sep", "float", 1.5, "cluster separation (larger is easier)", low=0.0),
-    ),
-)
 def synthetic_classification(
     seed: int, n_samples: int, n_features: int, n_classes: int, class_sep: float
 ) -> DataBundle:
@@ -75,13 +51,6 @@ def synthetic_classification(
     )
 
 
-@DATASETS.register(
-    "digits_images",
-    summary="scikit-learn digits as 1x8x8 images (CNN, autoencoder, GAN); pixels scaled to [0, 1] by default",
-    task="multiclass",
-    args=(HParam("scale", "str", "minmax", "pixel scaling from training statistics",
-                 choices=("minmax", "standardize")),),
-)
 def digits_images(seed: int, scale: str) -> DataBundle:
     import torch
 
@@ -94,11 +63,6 @@ def digits_images(seed: int, scale: str) -> DataBundle:
                                torch.as_tensor(y, dtype=torch.long), parts, n_outputs=10)
 
 
-@DATASETS.register(
-    "diabetes",
-    summary="scikit-learn diabetes progression: 442 patients, 10 features, 1 target (standardized)",
-    task="regression",
-)
 def diabetes(seed: int) -> DataBundle:
     from bench.data.splits import standardize_targets
 

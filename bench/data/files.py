@@ -27,16 +27,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.data import DATASETS, DataBundle
-from bench.data.splits import SCALES, bundle_from_indices, scale_features, split_indices, standardize_targets
-from bench.hparams import HParam
+from bench.data.bundle import DataBundle
+from bench.data.splits import bundle_from_indices, scale_features, split_indices, standardize_targets
 
 FILE_SUFFIXES = (".npz", ".csv", ".parquet")
-_FILE_ARGS = (
-    HParam("path", "str", "", "local .npz, .csv or .parquet file"),
-    HParam("target", "str", "y", "target column (.csv/.parquet) or array key (.npz)"),
-    HParam("scale", "str", "standardize", "feature scaling from training statistics", choices=SCALES),
-)
 
 
 class FileDataError(ValueError):
@@ -148,18 +142,17 @@ def load_file(path: str, *, target: str = "y", task: str = "multiclass", seed: i
     return _bundle(name, task, file, x, y, seed, scale)
 
 
-def _register_file(task: str, summary: str) -> None:
-    name = f"file_{task}"
-
-    def factory(seed: int, path: str, target: str, scale: str) -> DataBundle:
-        return load_file(path, target=target, task=task, seed=seed, scale=scale, name=name)
-
-    DATASETS.register(name, summary=summary, task=task, args=_FILE_ARGS)(factory)
+def file_multiclass(seed: int, path: str, target: str, scale: str) -> DataBundle:
+    return load_file(path, target=target, task="multiclass", seed=seed, scale=scale, name="file_multiclass")
 
 
-_register_file("multiclass", "user file (.npz/.csv/.parquet), class labels in `target`; data_args.path required")
-_register_file("binary", "user file (.npz/.csv/.parquet), two-valued labels in `target`; data_args.path required")
-_register_file("regression", "user file (.npz/.csv/.parquet), numeric `target` (standardized); path required")
+def file_binary(seed: int, path: str, target: str, scale: str) -> DataBundle:
+    return load_file(path, target=target, task="binary", seed=seed, scale=scale, name="file_binary")
+
+
+def file_regression(seed: int, path: str, target: str, scale: str) -> DataBundle:
+    return load_file(path, target=target, task="regression", seed=seed, scale=scale, name="file_regression")
+
 
 # IDX (LeCun's MNIST format): magic = 0, 0, dtype code, number of dimensions; then big-endian int32 sizes.
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -185,16 +178,6 @@ def read_idx(path: str | Path) -> np.ndarray:
     return np.frombuffer(body, dtype=dtype).reshape(shape)
 
 
-@DATASETS.register(
-    "idx_images",
-    summary="local IDX image/label files (MNIST format, .gz ok) as 1xHxW images; data_args images and labels",
-    task="multiclass",
-    args=(
-        HParam("images", "str", "", "IDX images file, e.g. train-images-idx3-ubyte(.gz)"),
-        HParam("labels", "str", "", "IDX labels file, e.g. train-labels-idx1-ubyte(.gz)"),
-        HParam("scale", "str", "minmax", "pixel scaling from training statistics", choices=SCALES),
-    ),
-)
 def idx_images(seed: int, images: str, labels: str, scale: str) -> DataBundle:
     if not images or not labels:
         raise FileDataError("idx_images: set both data_args.images and data_args.labels")

@@ -14,9 +14,8 @@ import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
-from bench.data import TRAIN_FRACTION, VAL_FRACTION, DataBundle, Split
-
-SCALES = ("standardize", "minmax")
+from bench.data import SCALES
+from bench.data.bundle import TRAIN_FRACTION, VAL_FRACTION, DataBundle, Split
 
 
 def split_indices(n: int, *, seed: int, stratify: np.ndarray | None = None) -> tuple[np.ndarray, ...]:

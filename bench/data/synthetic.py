@@ -9,25 +9,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from bench.data import DATASETS, DataBundle
+from bench.data import SEQ_TASKS
+from bench.data.bundle import DataBundle
 from bench.data.splits import bundle_from_indices, split_indices, standardize_targets
-from bench.hparams import HParam
-
-SEQ_TASKS = ("reverse", "sort", "copy")
 
 
-@DATASETS.register(
-    "synthetic_regression",
-    summary="seeded teacher-network regression: x ~ N(0, I), y = sigmoid-net(x) + noise; default 1000 -> 10",
-    task="regression",
-    args=(
-        HParam("n_samples", "int", 4000, "number of examples", low=30),
-        HParam("n_features", "int", 1000, "input dimension", low=1),
-        HParam("n_targets", "int", 10, "output dimension", low=1),
-        HParam("teacher_hidden", "int", 16, "hidden sigmoid units of the random teacher network", low=1),
-        HParam("noise", "float", 0.1, "std of Gaussian label noise relative to the signal's std", low=0.0),
-    ),
-)
 def synthetic_regression(
     seed: int, n_samples: int, n_features: int, n_targets: int, teacher_hidden: int, noise: float
 ) -> DataBundle:
@@ -61,19 +47,6 @@ def sequence_targets(x: np.ndarray, seq_task: str, copy_offset: int) -> np.ndarr
     raise ValueError(f"seq_task must be one of {list(SEQ_TASKS)}, got {seq_task!r}")
 
 
-@DATASETS.register(
-    "sequences",
-    summary="seeded algorithmic seq2seq tasks on random tokens: reverse, sort, copy (rotated by an offset)",
-    task="sequence",
-    args=(
-        HParam("seq_task", "str", "sort", "the mapping from input to target tokens", choices=SEQ_TASKS),
-        HParam("seq_len", "int", 8, "tokens per input (and target) sequence", low=1),
-        HParam("vocab_size", "int", 10, "distinct data tokens (ids 0 .. vocab_size-1)", low=2),
-        HParam("copy_offset", "int", 0, "copy task: target is the input rotated left by this many positions",
-               low=0),
-        HParam("n_samples", "int", 3000, "number of sequences", low=30),
-    ),
-)
 def sequences(seed: int, seq_task: str, seq_len: int, vocab_size: int, copy_offset: int,
               n_samples: int) -> DataBundle:
     """x: (N, seq_len) int64 tokens drawn uniformly; y: (N, seq_len) int64 targets.

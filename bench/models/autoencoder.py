@@ -22,16 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.data import DataBundle, Split
-from bench.hparams import HParam
-from bench.models import MODELS
+from bench.data.bundle import DataBundle, Split
 from bench.models.base import EVAL_CHUNK, BenchModule
 from bench.models.mlp import parse_widths
-
-REFERENCE = (
-    "measured: adam lr=1e-3 (defaults), batch 64, 20 epochs on digits_images (dense 128, code 16), seed 0: "
-    "val/mse 0.0130, test/mse 0.0125 (pixels in [0, 1])"
-)
 
 
 def dense_coder(shape: tuple[int, ...], widths: list[int], code_size: int) -> tuple[nn.Module, nn.Module]:
@@ -70,19 +63,6 @@ def conv_coder(shape: tuple[int, ...], code_size: int, c1: int = 16, c2: int = 3
     return enc, dec
 
 
-@MODELS.register(
-    "autoencoder",
-    summary="dense (or conv) autoencoder with MSE reconstruction; configurable code size",
-    tasks=("multiclass", "binary", "regression"),
-    hparams=(
-        HParam("code_size", "int", 16, "bottleneck (code) dimension", low=1),
-        HParam("ae_hidden", "str", "128", "dense encoder hidden widths, '-' separated (decoder mirrors)"),
-        HParam("ae_conv", "bool", False, "convolutional encoder/decoder (needs (C, H, W) images)"),
-    ),
-    default_dataset="digits_images",
-    reference=REFERENCE,
-    objective="val/mse",  # the natural study objective (metrics without acc need it set)
-)
 class Autoencoder(BenchModule):
     def __init__(self, data: DataBundle, configure_optim=None, *, code_size: int = 16, ae_hidden: str = "128",
                  ae_conv: bool = False):

@@ -26,7 +26,7 @@ from pytorch_lightning.strategies import SingleDeviceStrategy
 from pytorch_lightning.utilities.model_helpers import is_overridden
 from torch import nn
 
-from bench.data import DataBundle, Split
+from bench.data.bundle import DataBundle, Split
 
 EVAL_CHUNK = 8192  # examples per forward pass during evaluation (bounds activation memory)
 
@@ -103,11 +103,54 @@ class BenchModule(pl.LightningModule):
                 self._scheduler.step()  # Lightning steps no scheduler under manual optimization
         return None
 
-    def optimize_in_training_step(self) -> None:
+    def optimize_in_training_step(self, closure_chunk: int | None = None) -> None:
         """Let the base training_step run the optimizer and scheduler itself (Lightning manual
-        optimization; Lightning then refuses its own clipping and accumulate_grad_batches)."""
+        optimization; Lightning then refuses its own clipping and accumulate_grad_batches).
+        With `closure_chunk` the optimizer needs a closure (L-BFGS): each batch is the whole
+        training set and `closure_step` replaces the step for this module only, so the per-step
+        path of every other optimizer stays as it is."""
         self.automatic_optimization = False
         self._steps_itself = True
+        if closure_chunk is not None:
+            self._closure_chunk = closure_chunk
+            self.training_step = self.closure_step
+
+    def closure_step(self, batch: tuple, batch_idx: int) -> None:
+        """One step of a closure optimizer on the whole set: the closure re-evaluates the exact mean
+        loss (chunks of at most `closure_chunk` examples, penalties once) and its gradient as often
+        as the optimizer asks; every evaluation counts in `samples_seen`."""
+        x, y, weight = batch  # the whole training set (this rank's share under DDP)
+        n, chunk = len(x), self._closure_chunk
+        backward = (lambda t: t.backward()) if self._direct_backward else self.manual_backward
+        evaluated: list[bool] = []
+
+        def closure() -> torch.Tensor:
+            self._optimizer.optimizer.zero_grad(set_to_none=True)
+            data_loss = torch.zeros((), device=x.device)
+            for i in range(0, n, chunk):
+                xc, yc = x[i : i + chunk], y[i : i + chunk]
+                for transform in self.batch_transforms:
+                    xc = transform(xc)
+                loss = self.training_loss(xc, yc) * (len(xc) / n)
+                backward(loss * weight)
+                data_loss = data_loss + loss.detach()
+            total = data_loss
+            if self.loss_penalties:
+                penalty = sum(p(self) for p in self.loss_penalties)
+                backward(penalty)
+                total = total + penalty.detach()
+            self.samples_seen += n
+            if not evaluated:  # train/loss: the loss at the step's starting point, as for other optimizers
+                self._step_losses.append((data_loss, n))
+                evaluated.append(True)
+            if self.trainer.world_size > 1:  # every rank's line search must see the same global loss
+                total = self.trainer.strategy.reduce(total * weight, reduce_op="mean")
+            return total
+
+        self._optimizer.step(closure=closure)  # through Lightning: precision, strategy, global_step
+        if self._scheduler is not None:
+            self._scheduler.step()
+        return None
 
     def clip_gradient_norm(self, norm: float | None) -> None:
         """Clip the gradient norm before every optimizer step (also for modules with their own

@@ -19,15 +19,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from bench.data import DataBundle
-from bench.hparams import HParam
-from bench.models import MODELS
+from bench.data.bundle import DataBundle
 from bench.models.base import SupervisedModule
 from bench.models.mlp import parse_widths
-
-REFERENCE = (
-    "measured: adam lr=1e-3 (defaults), batch 64, 10 epochs on digits_images, seed 0: val/acc 0.978, test/acc 0.986"
-)
 
 
 class ConvBlock(nn.Module):
@@ -52,19 +46,6 @@ class ConvBlock(nn.Module):
         return self.act(out + self.skip(x) if self.skip is not None else out)
 
 
-@MODELS.register(
-    "cnn",
-    summary="small CNN: conv blocks (optional residual, batch norm on/off), global pool, linear head",
-    tasks=("multiclass", "binary"),
-    hparams=(
-        HParam("cnn_channels", "str", "16-32", "output channels per conv block, separated by '-'"),
-        HParam("residual", "bool", False, "add identity/1x1-projection skip connections to each block"),
-        HParam("batch_norm", "bool", True, "batch normalization after each convolution"),
-    ),
-    default_dataset="digits_images",
-    reference=REFERENCE,
-    objective="val/acc",  # the natural study objective (metrics without acc need it set)
-)
 class CNN(SupervisedModule):
     def __init__(self, data: DataBundle, configure_optim=None, label_smoothing: float = 0.0, *,
                  cnn_channels: str = "16-32", residual: bool = False, batch_norm: bool = True):

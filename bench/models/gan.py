@@ -55,16 +55,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.data import DataBundle, Split
-from bench.hparams import HParam
-from bench.models import MODELS
+from bench.data.bundle import DataBundle, Split
 from bench.models.base import BenchModule
 from bench.models.mlp import parse_widths
 
-REFERENCE = (
-    "measured: adam lr=1e-3 (defaults) for G and D (gan_lr_ratio 1), batch 64, 60 epochs on digits_images, "
-    "seed 0: val/mmd 0.240, test/mmd 0.239 (untrained generator 1.66, real-vs-real floor |mmd| < 0.002)"
-)
 EVAL_NOISE_SEED = 12345  # fixed noise for evaluation samples: the metric is a function of the weights
 MMD_SCALES = (0.5, 1.0, 2.0)
 MMD_MAX_SAMPLES = 2000
@@ -90,23 +84,6 @@ def mmd2_unbiased(x: torch.Tensor, y: torch.Tensor, bandwidths: tuple[float, ...
     return (xx + yy - 2 * kxy.mean()).item()
 
 
-@MODELS.register(
-    "gan",
-    summary="MLP generator + discriminator, BCE losses, manual optimization; metric kernel MMD (no download)",
-    tasks=("multiclass", "binary", "regression"),
-    hparams=(
-        HParam("gan_latent", "int", 16, "noise (latent) dimension of the generator", low=1),
-        HParam("gan_hidden", "str", "128-128", "hidden widths of G and D, '-' separated"),
-        HParam("gan_lr_ratio", "float", 1.0, "discriminator lr / generator lr (lr_scale of D's optimizer)",
-               low=0.0),
-        HParam("gan_batch_norm", "bool", True, "batch norm in the generator's hidden layers"),
-        HParam("gan_instance_noise", "float", 0.2, "std of Gaussian noise added to D's inputs in training",
-               low=0.0),
-    ),
-    default_dataset="digits_images",
-    reference=REFERENCE,
-    objective="val/mmd",  # the natural study objective (metrics without acc need it set)
-)
 class GAN(BenchModule):
     def __init__(self, data: DataBundle, configure_optim=None, *, gan_latent: int = 16,
                  gan_hidden: str = "128-128", gan_lr_ratio: float = 1.0, gan_batch_norm: bool = True,

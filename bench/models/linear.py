@@ -10,19 +10,10 @@ import math
 
 from torch import nn
 
-from bench.data import DataBundle
-from bench.models import MODELS
+from bench.data.bundle import DataBundle
 from bench.models.base import SupervisedModule
 
 
-@MODELS.register(
-    "linear",
-    summary="affine map + task loss: softmax / logistic / linear regression (convex baseline)",
-    tasks=("multiclass", "binary", "regression"),
-    hparams=(),
-    default_dataset="digits",
-    reference="adam lr=1e-3, 20 epochs, batch 64 on digits: val/acc ~0.95",
-)
 class Linear(SupervisedModule):
     def __init__(self, data: DataBundle, configure_optim=None, label_smoothing: float = 0.0):
         net = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(data.input_shape), data.n_outputs))

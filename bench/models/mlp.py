@@ -9,9 +9,7 @@ import math
 
 from torch import nn
 
-from bench.data import DataBundle
-from bench.hparams import HParam
-from bench.models import MODELS
+from bench.data.bundle import DataBundle
 from bench.models.base import SupervisedModule
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU}
@@ -28,18 +26,6 @@ def parse_widths(text: str) -> list[int]:
     return widths
 
 
-@MODELS.register(
-    "mlp",
-    summary="multi-layer perceptron: widths, activation and dropout configurable",
-    tasks=("multiclass", "binary", "regression"),
-    hparams=(
-        HParam("hidden_sizes", "str", "128-64", "hidden widths separated by '-' (e.g. '64')"),
-        HParam("activation", "str", "relu", "hidden activation", choices=tuple(ACTIVATIONS)),
-        HParam("dropout", "float", 0.0, "dropout rate after each hidden layer", low=0.0, high=0.95),
-    ),
-    default_dataset="digits",
-    reference="adam lr=1e-3, 20 epochs, batch 64 on digits: val/acc ~0.97",
-)
 class MLP(SupervisedModule):
     def __init__(
         self,

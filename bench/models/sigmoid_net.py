@@ -18,27 +18,10 @@ import math
 
 from torch import nn
 
-from bench.data import DataBundle
-from bench.hparams import HParam
-from bench.models import MODELS
+from bench.data.bundle import DataBundle
 from bench.models.base import SupervisedModule
 
-REFERENCE = (
-    "measured: adam lr=1e-3 (defaults), batch 64, 30 epochs on synthetic_regression (1000 -> 10, 4000 samples), "
-    "seed 0: val/mse 0.261 (val/r2 0.738; best 0.253 near epoch 16, then over-fits), test/mse 0.266; "
-    "on diabetes: val/mse 0.559 (r2 0.415, still improving)"
-)
 
-
-@MODELS.register(
-    "sigmoid_net",
-    summary="two-layer sigmoid network (input -> sigmoid hidden -> linear) with MSE loss",
-    tasks=("regression",),
-    hparams=(HParam("sigmoid_hidden", "int", 64, "hidden sigmoid units", low=1),),
-    default_dataset="synthetic_regression",
-    reference=REFERENCE,
-    objective="val/mse",  # the natural study objective (metrics without acc need it set)
-)
 class SigmoidNet(SupervisedModule):
     def __init__(self, data: DataBundle, configure_optim=None, label_smoothing: float = 0.0, *,
                  sigmoid_hidden: int = 64):

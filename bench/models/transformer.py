@@ -22,32 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.data import DataBundle, Split
-from bench.hparams import HParam
-from bench.models import MODELS
+from bench.data.bundle import DataBundle, Split
 from bench.models.base import EVAL_CHUNK, BenchModule
 
-REFERENCE = (
-    "measured: adam lr=1e-3 (defaults), batch 64, 10 epochs on sequences (sort, len 8, vocab 10, 3000), seed 0: "
-    "val/seq_acc 0.892, val/token_acc 0.975, test/seq_acc 0.895"
-)
 
-
-@MODELS.register(
-    "transformer",
-    summary="decoder-only Transformer (causal multi-head attention) on seq2seq tasks; greedy-decoded accuracy",
-    tasks=("sequence",),
-    hparams=(
-        HParam("d_model", "int", 64, "embedding / residual width", low=1),
-        HParam("n_heads", "int", 4, "attention heads (must divide d_model)", low=1),
-        HParam("n_layers", "int", 2, "Transformer blocks", low=1),
-        HParam("ff_dim", "int", 128, "hidden width of each block's feed-forward layer", low=1),
-        HParam("tf_dropout", "float", 0.0, "dropout in attention and feed-forward", low=0.0, high=0.95),
-    ),
-    default_dataset="sequences",
-    reference=REFERENCE,
-    objective="val/seq_acc",  # the natural study objective (metrics without acc need it set)
-)
 class Transformer(BenchModule):
     def __init__(self, data: DataBundle, configure_optim=None, *, d_model: int = 64, n_heads: int = 4,
                  n_layers: int = 2, ff_dim: int = 128, tf_dropout: float = 0.0):

@@ -10,25 +10,26 @@ both sit at p = e / E.
 `on_epoch_end(value, direction)` hook that `train.fit` calls after each epoch's validation pass
 (see `epoch_end`); the other schedules have no such hook.
 
-Metadata:
-    hparams: the shape parameters (distinct names; `final_lr_fraction` means the same thing
-        wherever it appears, lr at the end / peak lr, so it is one declaration).
-    space: default search space when a study tunes the schedule too (empty: shapes stay at
-        their defaults unless a study file lists them in `space`).
+Each entry is a ScheduleInfo: `hparams` are the shape parameters (distinct names;
+`final_lr_fraction` means the same thing wherever it appears, lr at the end / peak lr, so it is one
+declaration); `space` is empty (shapes stay at their defaults unless a study file tunes them).
+Plug-in packages add schedules through the `bench.schedules` entry-point group.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
-
+from bench import plugins
 from bench.hparams import HParam
-from bench.registry import Registry
+from bench.registry import Registry, ScheduleInfo
 
-SCHEDULES = Registry("schedule")
+if TYPE_CHECKING:
+    import torch
+
+SCHEDULES: Registry[ScheduleInfo] = Registry("schedule", "bench.schedules", plugins.schedule_info)
 
 Multiplier = Callable[[float], float]
 
@@ -36,56 +37,55 @@ FINAL_LR_FRACTION = HParam("final_lr_fraction", "float", 0.0, "lr at the end / p
 _EPS = 1e-9  # p = k/n divided by an interval like 1/3 may land a hair below an integer
 
 
-@SCHEDULES.register("constant", summary="lr stays at its peak value", hparams=(), space={})
 def constant() -> Multiplier:
     return lambda p: 1.0
 
 
-@SCHEDULES.register(
-    "step",
-    summary="multiply lr by step_gamma every step_interval of the budget (staircase)",
-    hparams=(
-        HParam("step_interval", "float", 0.4, "fraction of the budget between drops", low=1e-6, high=1.0),
-        HParam("step_gamma", "float", 0.1, "factor applied at each drop", low=0.0, high=1.0),
-    ),
-    space={},
-)
+SCHEDULES.register(ScheduleInfo(
+    name="constant", factory=constant,
+    summary="lr stays at its peak value",
+))
+
+
 def step(step_interval: float, step_gamma: float) -> Multiplier:
     """m(p) = step_gamma ** floor(p / step_interval)."""
     return lambda p: step_gamma ** math.floor(p / step_interval + _EPS)
 
 
-@SCHEDULES.register(
-    "exponential",
-    summary="smooth exponential decay to lr*exp_final_fraction at the end of the budget",
-    hparams=(HParam("exp_final_fraction", "float", 0.01, "lr at the end / peak lr (> 0)", low=1e-12, high=1.0),),
-    space={},
-)
+SCHEDULES.register(ScheduleInfo(
+    name="step", factory=step,
+    summary="multiply lr by step_gamma every step_interval of the budget (staircase)",
+    hparams=(
+        HParam("step_interval", "float", 0.4, "fraction of the budget between drops", low=1e-6, high=1.0),
+        HParam("step_gamma", "float", 0.1, "factor applied at each drop", low=0.0, high=1.0),
+    ),
+))
+
+
 def exponential(exp_final_fraction: float) -> Multiplier:
     """m(p) = exp_final_fraction ** p, i.e. lr * gamma**t with gamma = f**(1/total_steps)."""
     return lambda p: exp_final_fraction**p
 
 
-@SCHEDULES.register(
-    "cosine",
-    summary="cosine decay from lr to lr*final_lr_fraction over the budget",
-    hparams=(FINAL_LR_FRACTION,),
-    space={},
-)
+SCHEDULES.register(ScheduleInfo(
+    name="exponential", factory=exponential,
+    summary="smooth exponential decay to lr*exp_final_fraction at the end of the budget",
+    hparams=(HParam("exp_final_fraction", "float", 0.01, "lr at the end / peak lr (> 0)", low=1e-12, high=1.0),),
+))
+
+
 def cosine(final_lr_fraction: float) -> Multiplier:
     """m(p) = f + (1 - f) * (1 + cos(pi p)) / 2."""
     return lambda p: final_lr_fraction + (1 - final_lr_fraction) * 0.5 * (1 + math.cos(math.pi * p))
 
 
-@SCHEDULES.register(
-    "warmup_cosine",
-    summary="linear warm-up from 0 over warmup_fraction of the budget, then cosine decay",
-    hparams=(
-        HParam("warmup_fraction", "float", 0.1, "fraction of the budget spent warming up", low=0.0, high=0.99),
-        FINAL_LR_FRACTION,
-    ),
-    space={},
-)
+SCHEDULES.register(ScheduleInfo(
+    name="cosine", factory=cosine,
+    summary="cosine decay from lr to lr*final_lr_fraction over the budget",
+    hparams=(FINAL_LR_FRACTION,),
+))
+
+
 def warmup_cosine(warmup_fraction: float, final_lr_fraction: float) -> Multiplier:
     """m(p) = p / w for p < w; then cosine from 1 to f over the remaining (p - w) / (1 - w)."""
     decay = cosine(final_lr_fraction)
@@ -98,29 +98,41 @@ def warmup_cosine(warmup_fraction: float, final_lr_fraction: float) -> Multiplie
     return m
 
 
-@SCHEDULES.register(
-    "linear",
-    summary="polynomial decay (power poly_power; 1 = linear) from lr to lr*final_lr_fraction",
+SCHEDULES.register(ScheduleInfo(
+    name="warmup_cosine", factory=warmup_cosine,
+    summary="linear warm-up from 0 over warmup_fraction of the budget, then cosine decay",
     hparams=(
-        HParam("poly_power", "float", 1.0, "exponent of the decay (1 linear, 2 quadratic, ...)", low=0.0),
+        HParam("warmup_fraction", "float", 0.1, "fraction of the budget spent warming up", low=0.0, high=0.99),
         FINAL_LR_FRACTION,
     ),
-    space={},
-)
+))
+
+
 def linear(poly_power: float, final_lr_fraction: float) -> Multiplier:
     """m(p) = f + (1 - f) * (1 - p) ** poly_power."""
     return lambda p: final_lr_fraction + (1 - final_lr_fraction) * (1 - p) ** poly_power
 
 
-@SCHEDULES.register(
-    "inverse_time",
-    summary="lr / (1 + inverse_time_k * p): fast early decay with a long tail",
-    hparams=(HParam("inverse_time_k", "float", 10.0, "decay rate per budget (end lr = lr/(1+k))", low=0.0),),
-    space={},
-)
+SCHEDULES.register(ScheduleInfo(
+    name="linear", factory=linear,
+    summary="polynomial decay (power poly_power; 1 = linear) from lr to lr*final_lr_fraction",
+    hparams=(
+        HParam("poly_power", "float", 1.0, "exponent of the decay (1 linear, 2 quadratic, ...)", low=0.0),
+        FINAL_LR_FRACTION,
+    ),
+))
+
+
 def inverse_time(inverse_time_k: float) -> Multiplier:
     """m(p) = 1 / (1 + k p)."""
     return lambda p: 1.0 / (1.0 + inverse_time_k * p)
+
+
+SCHEDULES.register(ScheduleInfo(
+    name="inverse_time", factory=inverse_time,
+    summary="lr / (1 + inverse_time_k * p): fast early decay with a long tail",
+    hparams=(HParam("inverse_time_k", "float", 10.0, "decay rate per budget (end lr = lr/(1+k))", low=0.0),),
+))
 
 
 class Plateau:
@@ -160,8 +172,13 @@ class Plateau:
         return value > self.best + margin if direction == "maximize" else value < self.best - margin
 
 
-@SCHEDULES.register(
-    "plateau",
+def plateau(plateau_factor: float, plateau_patience: int, plateau_threshold: float,
+            plateau_min_fraction: float) -> Plateau:
+    return Plateau(plateau_factor, plateau_patience, plateau_threshold, plateau_min_fraction)
+
+
+SCHEDULES.register(ScheduleInfo(
+    name="plateau", factory=plateau,
     summary="multiply lr by plateau_factor when the validation objective stalls for plateau_patience epochs",
     hparams=(
         HParam("plateau_factor", "float", 0.5, "factor applied at each reduction", low=0.0, high=1.0),
@@ -169,18 +186,16 @@ class Plateau:
         HParam("plateau_threshold", "float", 1e-3, "relative improvement that counts", low=0.0),
         HParam("plateau_min_fraction", "float", 1e-3, "floor of lr / peak lr", low=0.0, high=1.0),
     ),
-    space={},
     needs_validation=True,
-)
-def plateau(plateau_factor: float, plateau_patience: int, plateau_threshold: float,
-            plateau_min_fraction: float) -> Plateau:
-    return Plateau(plateau_factor, plateau_patience, plateau_threshold, plateau_min_fraction)
+))
 
 
 def lambda_scheduler(
     optimizer: torch.optim.Optimizer, multiplier: Multiplier, total_steps: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """Step-interval scheduler evaluating `multiplier` at progress step/total_steps."""
+    import torch  # here, not at the top: the registry above is read without torch
+
     total = max(total_steps, 1)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: multiplier(min(step / total, 1.0)))
 

@@ -10,10 +10,10 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from bench.spec import StudySpec, direction_of
+from bench.spec import Arm, StudySpec, arms, direction_of
 from bench.tracking import Tracker
 from bench.tuning.storage import open_storage
-from bench.tuning.study import Arm, arms, optuna_study_name
+from bench.tuning.study import optuna_study_name
 
 CURVE_KEYS = ("steps", "samples", "wall_time_s", "lr")  # x-axes besides the epoch, and the applied lr
 

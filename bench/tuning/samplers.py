@@ -1,4 +1,5 @@
-"""Optuna samplers and pruners by name, every argument explicit and returned for recording.
+"""Optuna samplers and pruners (declared by name in bench/tuning/catalog.py), every argument
+explicit and returned for recording.
 
 Optuna's defaults move between releases (5.0 changed TPE's multivariate and constant_liar), so
 each builder passes every argument it relies on and returns them as a settings dict that the
@@ -18,24 +19,18 @@ epoch).
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Mapping
 from typing import Any
 
 import optuna
 
-from bench.hparams import Dist
 from bench.registry import Registry
-
-SAMPLERS = Registry("sampler")
-PRUNERS = Registry("pruner")
-GRID_MAX_POINTS = 100_000  # a grid larger than this is a typo (a step far too small)
+from bench.tuning.catalog import GRID_MAX_POINTS, PRUNERS, SAMPLERS, grid_points, grid_size  # noqa: F401
 
 Built = tuple[Any, dict]
 
 
-@SAMPLERS.register("tpe", summary="Tree-structured Parzen Estimator (Bayesian optimization)")
 def tpe(seed: int, n_startup_trials: int, workers: int = 1, grid: Mapping | None = None,
         conditional: bool = False) -> Built:
     settings = dict(
@@ -48,7 +43,6 @@ def tpe(seed: int, n_startup_trials: int, workers: int = 1, grid: Mapping | None
         return optuna.samplers.TPESampler(**settings), settings
 
 
-@SAMPLERS.register("random", summary="independent uniform / log-uniform sampling")
 def random(seed: int, n_startup_trials: int, workers: int = 1, grid: Mapping | None = None,
            conditional: bool = False) -> Built:
     return optuna.samplers.RandomSampler(seed=seed), {"seed": seed}
@@ -62,7 +56,6 @@ class _AskTellGridSampler(optuna.samplers.GridSampler):
         pass
 
 
-@SAMPLERS.register("grid", summary="every point of a finite grid (from step or choices), in seeded order")
 def grid(seed: int, n_startup_trials: int, workers: int = 1, grid: Mapping | None = None,
          conditional: bool = False) -> Built:
     if not grid:
@@ -72,7 +65,6 @@ def grid(seed: int, n_startup_trials: int, workers: int = 1, grid: Mapping | Non
     return _AskTellGridSampler(search_space, seed=seed), settings
 
 
-@SAMPLERS.register("qmc", summary="quasi-Monte Carlo (scrambled Sobol) low-discrepancy sampling")
 def qmc(seed: int, n_startup_trials: int, workers: int = 1, grid: Mapping | None = None,
         conditional: bool = False) -> Built:
     settings = dict(qmc_type="sobol", scramble=True, seed=seed, warn_asynchronous_seeding=True,
@@ -82,7 +74,6 @@ def qmc(seed: int, n_startup_trials: int, workers: int = 1, grid: Mapping | None
     return sampler, {**settings, "independent_sampler": "random"}
 
 
-@SAMPLERS.register("gp", summary="Gaussian-process Bayesian optimization (needs torch + scipy)")
 def gp(seed: int, n_startup_trials: int, workers: int = 1, grid: Mapping | None = None,
        conditional: bool = False) -> Built:
     settings = dict(seed=seed, n_startup_trials=n_startup_trials, deterministic_objective=False,
@@ -91,7 +82,6 @@ def gp(seed: int, n_startup_trials: int, workers: int = 1, grid: Mapping | None 
     return sampler, {**settings, "independent_sampler": "random"}
 
 
-@SAMPLERS.register("cmaes", summary="CMA-ES evolution strategy (needs the cmaes package; numeric spaces)")
 def cmaes(seed: int, n_startup_trials: int, workers: int = 1, grid: Mapping | None = None,
           conditional: bool = False) -> Built:
     settings = dict(
@@ -103,47 +93,18 @@ def cmaes(seed: int, n_startup_trials: int, workers: int = 1, grid: Mapping | No
     return sampler, {**settings, "independent_sampler": "random"}
 
 
-def grid_points(space: Mapping[str, Dist], kinds: Mapping[str, str]) -> dict[str, list]:
-    """Finite grid of a search space: choices as given, ranges every `step` (ints: every 1 unless
-    a step is given). Raises ValueError naming the parameter when a float range has no step."""
-    out: dict[str, list] = {}
-    for name, d in space.items():
-        if d.choices is not None:
-            out[name] = list(d.choices)
-            continue
-        if kinds[name] == "int":
-            step = int(d.step) if d.step else 1
-            out[name] = list(range(int(d.low), int(d.high) + 1, step))
-            continue
-        if not d.step:
-            raise ValueError(f"{name}: the grid sampler needs a finite space, but {d.describe()} is continuous; "
-                             "give a step (e.g. step = 0.1, not with log) or choices")
-        n = math.floor((d.high - d.low) / d.step + 1e-9) + 1
-        if n > GRID_MAX_POINTS:
-            raise ValueError(f"{name}: step {d.step:g} gives {n} grid points (max {GRID_MAX_POINTS})")
-        out[name] = [round(d.low + i * d.step, 12) for i in range(n)]
-    return out
-
-
-def grid_size(grid: Mapping[str, list]) -> int:
-    return math.prod(len(v) for v in grid.values())
-
-
 # --- pruners -------------------------------------------------------------------------------------
-@PRUNERS.register("median", summary="stop a trial below the median of earlier trials at the same epoch")
 def median(startup_trials: int, warmup_epochs: int, **_: Any) -> Built:
     settings = dict(n_startup_trials=startup_trials, n_warmup_steps=warmup_epochs, interval_steps=1, n_min_trials=1)
     return optuna.pruners.MedianPruner(**settings), settings
 
 
-@PRUNERS.register("percentile", summary="stop a trial outside the best pruner_percentile % at the same epoch")
 def percentile(startup_trials: int, warmup_epochs: int, percentile: float = 25.0, **_: Any) -> Built:
     settings = dict(percentile=percentile, n_startup_trials=startup_trials, n_warmup_steps=warmup_epochs,
                     interval_steps=1, n_min_trials=1)
     return optuna.pruners.PercentilePruner(**settings), settings
 
 
-@PRUNERS.register("successive_halving", summary="asynchronous successive halving (ASHA): keep the top 1/rf per rung")
 def successive_halving(startup_trials: int, warmup_epochs: int, reduction_factor: int = 3, min_epochs: int = 1,
                        **_: Any) -> Built:
     settings = dict(min_resource=min_epochs, reduction_factor=reduction_factor, min_early_stopping_rate=0,
@@ -151,7 +112,6 @@ def successive_halving(startup_trials: int, warmup_epochs: int, reduction_factor
     return optuna.pruners.SuccessiveHalvingPruner(**settings), settings
 
 
-@PRUNERS.register("hyperband", summary="Hyperband: successive-halving brackets from min_epochs to the epoch budget")
 def hyperband(startup_trials: int, warmup_epochs: int, reduction_factor: int = 3, min_epochs: int = 1,
               max_epochs: int | None = None, **_: Any) -> Built:
     if max_epochs is None:
@@ -161,10 +121,9 @@ def hyperband(startup_trials: int, warmup_epochs: int, reduction_factor: int = 3
     return optuna.pruners.HyperbandPruner(**settings), settings
 
 
-@PRUNERS.register("none", summary="never prune")
 def none(startup_trials: int, warmup_epochs: int, **_: Any) -> Built:
     return optuna.pruners.NopPruner(), {}
 
 
 def build(kind: Registry, name: str, **kwargs: Any) -> tuple[Any, dict]:
-    return kind.get(name).factory(**kwargs)
+    return kind.get(name).load()(**kwargs)

@@ -1,15 +1,14 @@
-"""Search space -> Optuna suggestions, and the RunConfig of one trial."""
+"""Search space -> Optuna suggestions."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from bench.hparams import Dist
-from bench.spec import OPTIMIZER_KEY, hparams_for
+from bench.routing import OPTIMIZER_KEY, ArmParams
 
 
-def sample(trial: Any, space: dict[str, Dist], model: str, optimizer: str, schedule: str,
-           regularizers: tuple[str, ...] = ()) -> dict[str, Any]:
+def sample(trial: Any, space: dict[str, Dist], params: ArmParams) -> dict[str, Any]:
     """Draw every parameter of `space` from the trial, typed by its HParam declaration.
 
     A space with an `optimizer` entry (an arm choosing among optimizers) is conditional, Optuna's
@@ -17,11 +16,11 @@ def sample(trial: Any, space: dict[str, Dist], model: str, optimizer: str, sched
     optimizer's `<optimizer>.<name>` ones, so a trial never carries another optimizer's
     parameters and the sampler models each one on the trials that used it."""
     out = {}
+    chosen = None
     if OPTIMIZER_KEY in space:
-        optimizer = out[OPTIMIZER_KEY] = space[OPTIMIZER_KEY].suggest(trial, OPTIMIZER_KEY, "str")
-    declared = hparams_for(model, optimizer, schedule, regularizers)
+        chosen = out[OPTIMIZER_KEY] = space[OPTIMIZER_KEY].suggest(trial, OPTIMIZER_KEY, "str")
+    declared = params.declared()
     for name, d in space.items():
-        owner, _, param = name.rpartition(".")
-        if name != OPTIMIZER_KEY and owner in ("", optimizer):
-            out[name] = d.suggest(trial, name, declared[param].kind)
+        if name != OPTIMIZER_KEY and params.prefix(name)[0] in (None, chosen):
+            out[name] = d.suggest(trial, name, declared[name].kind)
     return out

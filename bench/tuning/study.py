@@ -24,13 +24,13 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from bench.hparams import Dist
-from bench.spec import OPTIMIZER_KEY, RunConfig, StudySpec, arm_hparams, chosen_params, direction_of, hparams_for
-from bench.tracking import INTERRUPTED, WRITER, RunLogger, Tracker, flat_error, redact, study_file_tags
+from bench.spec import Arm, RunConfig, StudySpec, arms, direction_of
+from bench.tracking import INTERRUPTED, WRITER, RunLogger, Tracker, dataset_inputs, flat_error, redact, study_file_tags
 from bench.train import RunResult
 from bench.tuning import samplers
 from bench.tuning.coordination import WORKER_ID, Heartbeat, StudyLock, heartbeats_on, worker_alive
 from bench.tuning.executor import execute
+from bench.tuning.seeding import PerTrialSeeds
 from bench.tuning.space import sample
 from bench.tuning.storage import open_storage
 
@@ -48,64 +48,7 @@ POLL_S = 0.5  # how often a waiting worker looks at the stores
 SWEEP_RUNS_EVERY_S = 30.0
 EVAL_SEED_BASE = 1000  # eval seeds differ from the tuning seed: no selection on the eval noise
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
-
-
-@dataclass(frozen=True)
-class Arm:
-    """One compared cell of a study, fully resolved."""
-
-    name: str
-    model: str
-    dataset: str
-    optimizer: str  # registry name; for an arm that tunes it, the choices joined by '|'
-    schedule: str
-    fixed: dict[str, Any]
-    space: dict[str, Dist]
-    regularizers: tuple[str, ...] = ()
-    sampler: str = "tpe"
-    pruner: str = "median"
-    execution: dict[str, Any] = field(default_factory=dict)  # accelerator, devices, strategy, ...
-    choices: tuple[str, ...] = ()  # the optimizers each trial chooses among (`optimizer` parameter)
-
-    @property
-    def optimizers(self) -> tuple[str, ...]:
-        return self.choices or (self.optimizer,)
-
-    def config(self, spec: StudySpec, sampled: dict[str, Any], *, seed: int, evaluate_test: bool) -> RunConfig:
-        """The run of one trial (or of the best trial's params): its chosen optimizer, with the
-        values that apply to it un-prefixed."""
-        optimizer = sampled.get(OPTIMIZER_KEY, self.optimizer)
-        declared = hparams_for(self.model, optimizer, self.schedule, self.regularizers)
-        return RunConfig.build(
-            model=self.model, dataset=self.dataset, optimizer=optimizer, schedule=self.schedule,
-            regularizers=self.regularizers, params=chosen_params({**self.fixed, **sampled}, optimizer, declared),
-            data_args=spec.data_args, data_seed=spec.data_seed,
-            seed=seed, epochs=spec.epochs, objective=spec.objective_metric(),
-            evaluate_test=evaluate_test, **self.execution,
-        )
-
-    def tags(self) -> dict[str, str]:
-        return {"arm": self.name, "model": self.model, "dataset": self.dataset,
-                "optimizer": self.optimizer, "schedule": self.schedule,
-                "regularizers": "+".join(self.regularizers) or "none",
-                "strategy": self.execution.get("strategy", "auto"), "devices": str(self.execution.get("devices", 1)),
-                # runs of an arm that tunes the optimizer override `optimizer` with the one they used
-                **({"optimizer_choice": self.optimizer} if self.choices else {})}
-
-    def kinds(self) -> dict[str, str]:
-        declared = arm_hparams(self.model, self.optimizers, self.schedule, self.regularizers)
-        return {name: declared[name].kind for name in self.space}
-
-
-def arms(spec: StudySpec) -> list[Arm]:
-    """Explicit arms, then factorial cells (see StudySpec.all_arms)."""
-    out = []
-    for a in spec.all_arms():
-        out.append(Arm(spec.arm_name(a), a.model or spec.model, a.dataset or spec.dataset, "|".join(a.optimizers),
-                       a.schedule or spec.schedule, spec.arm_fixed(a), spec.arm_space(a),
-                       spec.arm_regularizers(a), spec.arm_sampler(a), spec.arm_pruner(a), spec.arm_execution(a),
-                       a.optimizers if len(a.optimizers) > 1 else ()))
-    return out
+SPLITS = ("train", "val", "test")  # tuning runs use the first two; eval runs and arms all three
 
 
 def optuna_study_name(spec: StudySpec, arm: Arm) -> str:
@@ -160,8 +103,11 @@ class StudyRunner:
                                                     n_startup_trials=t.n_startup_trials, grid=grid,
                                                     workers=self.workers, conditional=bool(arm.choices))
         pruner, pruner_settings = samplers.build(samplers.PRUNERS, arm.pruner, **self.pruner_args())
+        # seeded per trial, not per process: workers and restarts never redraw a finished configuration
+        sampler_settings = {**sampler_settings, "seeding": "per trial: sha256(seed/arm/index)"}
         study = optuna.create_study(storage=self.storage, study_name=optuna_study_name(self.spec, arm),
-                                    direction=self.direction, sampler=sampler, pruner=pruner,
+                                    direction=self.direction, pruner=pruner,
+                                    sampler=PerTrialSeeds(sampler, seed=t.seed, arm=arm.name),
                                     load_if_exists=True)
         attrs = {
             "bench_study": self.spec.name, "arm": arm.name, "objective": self.spec.objective_metric(),
@@ -196,6 +142,8 @@ class StudyRunner:
         logger.log_params({f"space.{k}": d.describe() for k, d in arm.space.items()})
         logger.log_params({f"fixed.{k}": v for k, v in arm.fixed.items()})
         logger.log_params({"n_trials": t.n_trials, "eval_seeds": self.spec.eval.seeds, "epochs": self.spec.epochs})
+        logger.log_params(arm.identity())
+        logger.log_inputs(dataset_inputs(arm.dataset, self.spec.data_seed, self.spec.data_args, SPLITS))
         if self.study_file:
             logger.client.log_artifact(logger.run_id, self.study_file)
         logger.flush()
@@ -207,12 +155,15 @@ class StudyRunner:
             "study": self.spec.name, **arm.tags(), "seed": str(config.seed),
             "config_hash": config.hash(), "worker": WORKER_ID,
             "optimizer": config.optimizer,  # the one it trains with (an arm may choose among several)
+            **config.source_tags(),  # built-in, plug-in package + version, or import path
             **{k: str(v) for k, v in tags.items()},
         }, parent_id=parent.run_id)
         logger.log_params(config.params)
         logger.log_params({"epochs": config.epochs, "seed": config.seed, "data_seed": config.data_seed,
                            **{f"data.{k}": v for k, v in config.data_args.items()}})
         logger.log_dict(config.model_dump(), "config.json")
+        splits = SPLITS if config.evaluate_test else SPLITS[:2]
+        logger.log_inputs(dataset_inputs(config.dataset, config.data_seed, config.data_args, splits))
         return logger
 
     def context(self, logger: RunLogger, study: optuna.Study | None = None, trial: optuna.Trial | None = None,
@@ -374,7 +325,7 @@ class StudyRunner:
                   parent: RunLogger) -> None:
         logger = None
         try:
-            sampled = sample(trial, arm.space, arm.model, arm.optimizer, arm.schedule, arm.regularizers)
+            sampled = sample(trial, arm.space, arm.params)
             config = arm.config(self.spec, sampled, seed=self.spec.tuning.seed, evaluate_test=False)
             logger = self.child_run(experiment_id, parent, arm, f"{arm.name}/trial-{trial.number:03d}", config, {
                 "phase": "tune", "optuna_study": study.study_name, "optuna_trial": trial.number})

@@ -1,0 +1,1 @@
+"""Example bench plug-in: `signsgd` (optimizer), `resmlp` (model), `spirals` (dataset)."""
