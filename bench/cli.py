@@ -1,4 +1,4 @@
-"""`bench` command line: run | report | train | list | perf | ui. Thin: parse, call, print."""
+"""`bench` command line: run | status | report | train | list | perf | ui. Thin: parse, call, print."""
 
 from __future__ import annotations
 
@@ -33,6 +33,21 @@ def parser() -> argparse.ArgumentParser:
                      help="worker processes on this machine sharing the stores (other machines may join with "
                           "the same command and a shared --storage/--tracking-uri)")
     run.add_argument("--worker-of", type=int, default=0, help=argparse.SUPPRESS)  # set by --workers: one worker
+    run.add_argument("--launcher", choices=["local", "slurm"], default="local",
+                     help="local: worker processes here (default); slurm: --workers N Slurm jobs (an sbatch array)")
+    run.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
+                     help="sbatch option for --launcher slurm, over the study's [slurm] table: partition, time, "
+                          "cpus-per-task, gpus-per-node, mem, account, qos; signal=SIG@SECONDS (default TERM@90) "
+                          "and grace=SECONDS (default 20) for preemption")
+    run.add_argument("--detach", action="store_true",
+                     help="--launcher slurm: return after submitting; prints the job ids and how to follow the study")
+    run.add_argument("--shared-fs", action="store_true",
+                     help="--launcher slurm: the file stores (journal, SQLite) are on a filesystem every node mounts")
+    run.add_argument("--slurm-worker", action="store_true", help=argparse.SUPPRESS)  # set in the batch script
+
+    st = sub.add_parser("status", help="where a study stands: trials, eval seeds, best values, running workers")
+    st.add_argument("study")
+    _store_flags(st)
 
     rep = sub.add_parser("report", help="rebuild the report from MLflow + Optuna only")
     rep.add_argument("study")
@@ -90,6 +105,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench import studyfile
 
     studyfile.read(args.study)  # an unreadable file is rejected before the heavy imports below
+    if args.launcher == "slurm" and not args.slurm_worker:
+        from bench.launch import slurm
+
+        code, spec, uri = slurm.launch(args)
+        return code if code or args.detach else _report(spec, uri, args)
     from bench import spec as spec_mod
     from bench.progress import StudyProgress
     from bench.tracking import tracking_uri
@@ -100,6 +120,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     # an unusable results folder is found now, not after the whole study
     studyfile.check_writable(Path(args.results_dir) / spec.name, f"--results-dir {args.results_dir}")
     uri = tracking_uri(args.tracking_uri)
+    if args.slurm_worker:  # one task of a Slurm job array
+        from bench.launch import slurm
+
+        return slurm.work(spec, uri, args)
     if args.workers > 1:
         # Create both stores' schemas once, here: concurrent first-time migrations of one SQLite
         # file collide ("table ... already exists").
@@ -165,6 +189,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     spec = spec.quick_variant() if args.quick else spec
     check_writable(Path(args.results_dir) / spec.name, f"--results-dir {args.results_dir}")
     return _report(spec, tracking_uri(args.tracking_uri), args)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from bench import spec as spec_mod
+    from bench import status
+    from bench.tracking import tracking_uri
+
+    spec = spec_mod.load(args.study)
+    return status.main(spec.quick_variant() if args.quick else spec, args.storage, tracking_uri(args.tracking_uri))
 
 
 def _report(spec: Any, uri: str, args: argparse.Namespace) -> int:
@@ -255,11 +288,16 @@ def cmd_perf(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    from bench.launch.options import UsageError
     from bench.studyfile import OutputDirError, StudyFileError
 
     try:  # before the imports below: they take seconds
+        if args.command == "run" and args.launcher == "slurm" and not args.slurm_worker:
+            from bench.launch.slurm import check_environment
+
+            check_environment(args)  # bad --slurm values, local stores, no sbatch: refused at once
         return _dispatch(args)
-    except (StudyFileError, OutputDirError) as err:
+    except (StudyFileError, OutputDirError, UsageError) as err:
         print(err if isinstance(err, StudyFileError) else f"bench {args.command}: {err}", file=sys.stderr)
         return EXIT_USAGE
 
@@ -270,8 +308,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     from bench.registry import UnknownNameError
     from bench.spec import SpecError
 
-    handlers = {"run": cmd_run, "report": cmd_report, "train": cmd_train, "list": cmd_list, "perf": cmd_perf,
-                "ui": cmd_ui}
+    handlers = {"run": cmd_run, "status": cmd_status, "report": cmd_report, "train": cmd_train, "list": cmd_list,
+                "perf": cmd_perf, "ui": cmd_ui}
     try:
         return handlers[args.command](args)
     except SpecError as err:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from bench import studyfile
 from bench.data import DATASETS, resolve_args
 from bench.hparams import Dist, HParam, choice
+from bench.launch import options as slurm_options
 from bench.models import MODELS
 from bench.optim import OPTIMIZERS, REGULARIZERS, SCHEDULES, regularization
 from bench.registry import Registry
@@ -386,11 +387,27 @@ class StudySpec(Strict):
     quick: QuickSpec = QuickSpec()
     factorial: FactorialSpec | None = None
     arms: list[ArmSpec] = Field(default_factory=list)  # explicit arms; factorial cells are added after them
+    # defaults for `bench run --launcher slurm` (sbatch option names; --slurm KEY=VALUE wins)
+    slurm: dict[str, str | int] = Field(default_factory=dict)
 
     _model = field_validator("model")(lambda v: _known(MODELS, v))
     _regs = field_validator("regularizers")(lambda v: [_known(REGULARIZERS, r) for r in v])
     _dataset = field_validator("dataset")(lambda v: _known(DATASETS, v))
     _schedule = field_validator("schedule")(lambda v: _known(SCHEDULES, v))
+
+    @field_validator("slurm", mode="before")
+    @classmethod
+    def _slurm(cls, v: Any) -> Any:
+        if not isinstance(v, dict):
+            return v
+        out = {}
+        for key, value in v.items():
+            try:
+                out[key.replace("_", "-")] = slurm_options.check(key, value)
+            except ValueError as err:  # "time: ..." names the key; "unknown key ..." does not
+                where = "slurm" if str(err).startswith("unknown") else "slurm."
+                raise ValueError(f"{where}{': ' if where == 'slurm' else ''}{err}") from None
+        return out
 
     @field_validator("name")
     @classmethod
@@ -593,7 +610,7 @@ def parse(data: dict[str, Any], source: str = "<study>") -> StudySpec:
             msg = "unknown key"
         elif first["type"] == "missing":
             msg = "required"
-        if msg.startswith(("arms[", "params.", "data_args", "objective")) or not loc:
+        if msg.startswith(("arms[", "params.", "data_args", "objective", "slurm")) or not loc:
             raise SpecError(f"{source}: {msg}") from None  # path already inside the message
         raise SpecError(f"{source}: {loc}: {msg}") from None
 

@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import random
+import signal
 import time
 import warnings
 from collections.abc import Callable
@@ -44,6 +45,8 @@ Status = Literal["completed", "pruned", "diverged"]
 for _name in ("pytorch_lightning", "lightning_fabric"):
     logging.getLogger(_name).setLevel(logging.ERROR)  # "GPU available: False" etc. per trial
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+# On any machine with Slurm installed: a single-process trial needs no srun (multi-node ones get it).
+warnings.filterwarnings("ignore", message="The `srun` command is available on your system but is not used")
 
 
 @dataclass
@@ -237,6 +240,8 @@ def fit(config: RunConfig, reporter: Reporter | None = None, *, launched: bool =
         profiler=_NoProfiler(),
         **trainer_kwargs,
     )
+    if callable(handler := signal.getsignal(signal.SIGTERM)):
+        module.own_sigterm = handler
     trainer.fit(module, train_dataloaders=batches)
     wall = time.perf_counter() - run.start
 

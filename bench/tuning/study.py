@@ -24,11 +24,12 @@ import optuna
 from optuna.trial import TrialState
 
 from bench.hparams import Dist
+from bench.launch.preempt import Preempted
 from bench.spec import OPTIMIZER_KEY, RunConfig, StudySpec, arm_hparams, chosen_params, direction_of, hparams_for
 from bench.tracking import WRITER, RunLogger, Tracker, flat_error, redact
 from bench.train import RunResult
 from bench.tuning import samplers
-from bench.tuning.coordination import WORKER_ID, Heartbeat, StudyLock, heartbeats_on, worker_alive
+from bench.tuning.coordination import WORKER_ATTRS, Heartbeat, StudyLock, heartbeats_on, worker_alive
 from bench.tuning.executor import execute
 from bench.tuning.seeding import PerTrialSeeds
 from bench.tuning.space import sample
@@ -43,6 +44,9 @@ POLL_S = 0.5  # how often a waiting worker looks at the stores
 SWEEP_RUNS_EVERY_S = 30.0
 EVAL_SEED_BASE = 1000  # eval seeds differ from the tuning seed: no selection on the eval noise
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+# Failures that are not the trial's fault: its parameters are queued again and it does not count
+# toward max_failed_trials.
+RETRIED_REASONS = ("orphaned", "preempted")
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,7 @@ class ArmOutcome:
     complete: int = 0
     pruned: int = 0
     failed: int = 0
+    retried: int = 0  # failed trials whose parameters were queued again (RETRIED_REASONS)
     best_value: float | None = None
     eval_run_ids: list[str] = field(default_factory=list)
 
@@ -129,8 +134,10 @@ class StudyRunner:
     """Runs (or resumes) every arm of a study against one Optuna storage and one MLflow store."""
 
     def __init__(self, spec: StudySpec, *, tracking_uri: str, storage_url: str | None,
-                 progress: Progress = _quiet, study_file: str | None = None, workers: int = 1) -> None:
+                 progress: Progress = _quiet, study_file: str | None = None, workers: int = 1,
+                 stop: Callable[[], None] = lambda: None) -> None:
         self.spec = spec
+        self.stop = stop  # raises bench.launch.preempt.Preempted where the worker must stop taking work
         self.workers = workers  # > 1: TPE fantasizes running trials (constant liar)
         self.lock = StudyLock(storage_url, spec.name)
         self.tracker = Tracker(tracking_uri)
@@ -203,7 +210,7 @@ class StudyRunner:
                   config: RunConfig, tags: dict[str, Any]) -> RunLogger:
         logger = self.tracker.start_run(experiment_id, name, {
             "study": self.spec.name, **arm.tags(), "seed": str(config.seed),
-            "config_hash": config.hash(), "worker": WORKER_ID,
+            "config_hash": config.hash(), **WORKER_ATTRS,
             "optimizer": config.optimizer,  # the one it trains with (an arm may choose among several)
             **{k: str(v) for k, v in tags.items()},
         }, parent_id=parent.run_id)
@@ -263,7 +270,7 @@ class StudyRunner:
                 WRITER.drain()  # close the trial runs already handed to the writer thread
             finally:
                 for _arm, _study, parent in cells:
-                    parent.finish("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+                    parent.finish("KILLED" if isinstance(err, (KeyboardInterrupt, Preempted)) else "FAILED")
             raise
         return outcomes
 
@@ -304,6 +311,8 @@ class StudyRunner:
         outcome.complete = sum(tr.state == TrialState.COMPLETE for tr in trials)
         outcome.pruned = sum(tr.state == TrialState.PRUNED for tr in trials)
         outcome.failed = sum(tr.state == TrialState.FAIL for tr in trials)
+        outcome.retried = sum(tr.state == TrialState.FAIL and tr.user_attrs.get("fail_reason", "").startswith(
+            RETRIED_REASONS) for tr in trials)
         outcome.best_value = _best_value(study)
         return sum(tr.state == TrialState.RUNNING for tr in trials)
 
@@ -312,16 +321,18 @@ class StudyRunner:
         t = self.spec.tuning
         outcome = ArmOutcome(arm)
         while True:
+            self.stop()
             with self.lock.hold():
                 self.reap(experiment_id, study)
                 running = self.counts(study, outcome)
-                if outcome.failed > t.max_failed_trials:
+                if outcome.failed - outcome.retried > t.max_failed_trials:
                     raise RuntimeError(f"arm '{arm.name}': {outcome.failed} trials failed (max_failed_trials="
                                        f"{t.max_failed_trials}); see the FAILED runs' 'error' tag")
                 if outcome.complete + outcome.pruned + running >= t.n_trials:
                     return
                 trial = study.ask()
-                trial.set_user_attr("worker", WORKER_ID)
+                for key, value in WORKER_ATTRS.items():  # host:pid, and the Slurm job when there is one
+                    trial.set_user_attr(key, value)
             done = outcome.complete + outcome.pruned
             self.progress("trial_start", {"arm": arm.name, "trial": trial.number, "done": done, "total": t.n_trials})
             self.run_trial(experiment_id, arm, study, trial, parent)
@@ -367,6 +378,11 @@ class StudyRunner:
         except KeyboardInterrupt:
             self._fail(study, trial, logger, "interrupted", "KILLED")
             raise
+        except Preempted:  # tried again with the same parameters, like a trial whose worker died
+            with self.lock.hold():
+                self._fail(study, trial, logger, "preempted", "KILLED")
+                study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            raise
         except Exception as err:  # a broken trial must not take the study down
             self._fail(study, trial, logger, flat_error(err), "FAILED")
 
@@ -408,6 +424,7 @@ class StudyRunner:
         tags = {"study": self.spec.name, "arm": arm.name, "phase": "eval", "best_trial": str(best.number)}
         seeds = [EVAL_SEED_BASE + k for k in range(self.spec.eval.seeds)]
         while True:
+            self.stop()
             with self.lock.hold():
                 finished, claimed = {}, set()
                 for run in self.tracker.find_runs(experiment_id, tags):
@@ -437,8 +454,8 @@ class StudyRunner:
                 result = execute(config, logger, context=self.context(logger))
                 self.record(logger, result)
             except BaseException as err:
-                logger.set_tags({"error": flat_error(err)})
-                logger.finish("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+                logger.set_tags({"error": "preempted" if isinstance(err, Preempted) else flat_error(err)})
+                logger.finish("KILLED" if isinstance(err, (KeyboardInterrupt, Preempted)) else "FAILED")
                 raise
             logger.finish("FINISHED")
 
