@@ -296,6 +296,10 @@ def main(argv: list[str] | None = None) -> int:
             from bench.launch.slurm import check_environment
 
             check_environment(args)  # bad --slurm values, local stores, no sbatch: refused at once
+        if args.command == "run" and args.slurm_worker:
+            from bench.launch.slurm import worker_main
+
+            return worker_main(args, _dispatch)  # its stop handler comes before the imports
         return _dispatch(args)
     except (StudyFileError, OutputDirError, UsageError) as err:
         print(err if isinstance(err, StudyFileError) else f"bench {args.command}: {err}", file=sys.stderr)

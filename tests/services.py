@@ -155,7 +155,8 @@ class Slurm:
             "SlurmdUser=root",
             "AuthType=auth/munge",
             "CredType=cred/munge",
-            f"AuthInfo=socket={socket_path}",
+            # cred_expire is also how long Slurm holds a requeued job before it may start again (default 120 s)
+            f"AuthInfo=socket={socket_path},cred_expire=10",
             f"StateSaveLocation={self.root / 'state'}",
             f"SlurmdSpoolDir={self.root / 'spool'}",
             f"SlurmctldPidFile={self.root / 'slurmctld.pid'}",

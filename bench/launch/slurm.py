@@ -251,30 +251,50 @@ def follow(spec: Any, uri: str, storage: str | None, job: str, *, quiet: bool, f
 
 
 # --- inside a job ------------------------------------------------------------------------------
-def work(spec: Any, uri: str, args: argparse.Namespace) -> int:
-    """One array task: the study's worker, stopping on SIGTERM or the configured signal and
-    requeueing its job when the study is not done."""
-    import torch
-
-    from bench.launch.preempt import Preempted, StopOnSignal
-    from bench.status import study_status
+def install_stop(args: argparse.Namespace) -> Any:
+    """The worker's stop handler, installed first thing (imports take seconds, and a signal that
+    arrives meanwhile must still stop the worker cleanly and requeue its job)."""
+    from bench.launch.preempt import StopOnSignal
     from bench.tuning.coordination import WORKER_ID, slurm_job
-    from bench.tuning.study import StudyRunner
 
     opts = {**options.DEFAULTS, **options.parse(args.slurm)}
-    job = slurm_job()
-    label = f"bench worker {WORKER_ID} (Slurm job {job}): "
     configured = signal.Signals[options.signal_name(str(opts["signal"]))]
-    stop = StopOnSignal(tuple({signal.SIGTERM, configured}), float(opts["grace"]), label=label).install()
-    torch.set_num_threads(int(os.environ.get("SLURM_CPUS_PER_TASK", "1")))
+    label = f"bench worker {WORKER_ID} (Slurm job {slurm_job()}): "
+    return StopOnSignal(tuple({signal.SIGTERM, configured}), float(opts["grace"]), label=label).install()
+
+
+def worker_main(args: argparse.Namespace, dispatch: Any) -> int:
+    """`bench run ... --slurm-worker` (one array task): the ordinary worker, stopped by SIGTERM or
+    the configured signal, and then requeued unless the study is done or a user cancelled the job."""
+    from bench.launch.preempt import Preempted
+
+    args.stop = install_stop(args)
     try:
-        StudyRunner(spec, tracking_uri=uri, storage_url=args.storage, study_file=args.study,
-                    workers=args.worker_of, stop=stop.check).run()
+        return dispatch(args)  # -> cli.cmd_run -> work()
     except Preempted as err:
-        if all(a.done for a in study_status(spec, args.storage, uri)):
-            print(f"{label}stopped ({err}); the study is done", file=sys.stderr, flush=True)
+        from bench import spec as spec_mod
+        from bench.status import study_status
+        from bench.tracking import tracking_uri
+        from bench.tuning.coordination import slurm_job
+
+        spec = spec_mod.load(args.study)
+        spec = spec.quick_variant() if args.quick else spec
+        if all(a.done for a in study_status(spec, args.storage, tracking_uri(args.tracking_uri))):
+            print(f"{args.stop.label}stopped ({err}); the study is done", file=sys.stderr, flush=True)
         else:
-            print(f"{label}stopped ({err}); {requeue(job)}", file=sys.stderr, flush=True)
+            print(f"{args.stop.label}stopped ({err}); {requeue(slurm_job())}", file=sys.stderr, flush=True)
+        return 0
+
+
+def work(spec: Any, uri: str, args: argparse.Namespace) -> int:
+    """The worker itself, taking work until the study is done or `args.stop` says stop."""
+    import torch
+
+    from bench.tuning.study import StudyRunner
+
+    torch.set_num_threads(int(os.environ.get("SLURM_CPUS_PER_TASK", "1")))  # the job's CPUs, not the node's
+    StudyRunner(spec, tracking_uri=uri, storage_url=args.storage, study_file=args.study,
+                workers=args.worker_of, stop=args.stop.check).run()
     return 0
 
 
@@ -290,7 +310,4 @@ def requeue(job: str) -> str:
     done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
     if done.returncode != 0:
         return f"not requeued: {(done.stderr or done.stdout).strip()}"
-    # Slurm holds a requeued job for about two minutes before it may start again; the worker has
-    # already left nothing behind, so it may start as soon as there is room.
-    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], capture_output=True, text=True)
-    return "requeued"
+    return "requeued"  # Slurm holds it for AuthInfo's cred_expire (default 120 s) before it may start again
