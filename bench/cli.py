@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
+import gc
 import os
 import sys
+import time
 import tomllib
 from pathlib import Path
 from typing import Any
+
+from bench import interrupt, stores
 
 EXIT_USAGE = 2
 
@@ -113,6 +119,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench import spec as spec_mod
     from bench.progress import StudyProgress
     from bench.tracking import tracking_uri
+    from bench.tuning.coordination import WORKER_ID
     from bench.tuning.study import StudyRunner, arms
 
     spec = spec_mod.load(args.study)
@@ -120,36 +127,48 @@ def cmd_run(args: argparse.Namespace) -> int:
     # an unusable results folder is found now, not after the whole study
     studyfile.check_writable(Path(args.results_dir) / spec.name, f"--results-dir {args.results_dir}")
     uri = tracking_uri(args.tracking_uri)
+    started_ms = int(time.time() * 1000)
+    if not args.worker_of:  # a launcher prepared the stores for its workers
+        stores.prepare(spec.name, args.storage, uri)
     if args.slurm_worker:  # one task of a Slurm job array
         from bench.launch import slurm
 
         return slurm.work(spec, uri, args)
     if args.workers > 1:
-        # Create both stores' schemas once, here: concurrent first-time migrations of one SQLite
-        # file collide ("table ... already exists").
-        from bench.tracking import Tracker
-        from bench.tuning.storage import open_storage
-
-        Tracker(uri).experiment_id(spec.name)
-        open_storage(args.storage)
-        code = _run_workers(args)
-        return code if code else _report(spec, uri, args)
+        code = _run_workers(args, spec.name, uri, started_ms)
+        return code if code or interrupt.received() else _report(spec, uri, args)
     if args.worker_of:
         import torch
 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.worker_of))  # no oversubscription
     budgets = {a.name: spec.tuning.n_trials + spec.eval.seeds for a in arms(spec)}
-    with StudyProgress(budgets, quiet=args.quiet or bool(args.worker_of)) as progress:
-        StudyRunner(spec, tracking_uri=uri, storage_url=args.storage, progress=progress,
-                    study_file=args.study, workers=max(args.workers, args.worker_of, 1)).run()
+    try:
+        with StudyProgress(budgets, quiet=args.quiet or bool(args.worker_of)) as progress:
+            StudyRunner(spec, tracking_uri=uri, storage_url=args.storage, progress=progress,
+                        study_file=args.study, workers=max(args.workers, args.worker_of, 1)).run()
+    except KeyboardInterrupt:  # the runs in flight are KILLED, their trials queued again
+        if not args.worker_of:  # (a worker's launcher reports for all of them)
+            _report_interrupt(uri, spec.name, {WORKER_ID}, started_ms)
+        return interrupt.exit_code()
     return 0 if args.worker_of else _report(spec, uri, args)
 
 
-def _run_workers(args: argparse.Namespace) -> int:
+def _report_interrupt(uri: str, study_name: str, workers: set[str], started_ms: int) -> None:
+    from bench.tracking import Tracker
+
+    print(interrupt.message(Tracker(uri).interrupted_runs(study_name, workers, started_ms)), file=sys.stderr)
+
+
+STOP_GRACE_S = 30.0  # after a signal, a worker still running after this long is killed (reaped on rerun)
+
+
+def _run_workers(args: argparse.Namespace, study_name: str, uri: str, started_ms: int) -> int:
     """Start `--workers` processes of `bench run` on the same stores; each takes free trial slots
-    and eval seeds until the study is done. Ctrl-C or a failure stops them all."""
+    and eval seeds until the study is done. A signal to the launcher (its pid or its process
+    group) is passed on to every worker, which stops as a single process does."""
     import subprocess
-    import time
+
+    from bench.tuning.coordination import worker_id
 
     cmd = [sys.executable, "-m", "bench.cli", "run", args.study, "--quiet", "--worker-of", str(args.workers),
            "--results-dir", args.results_dir]
@@ -160,20 +179,24 @@ def _run_workers(args: argparse.Namespace) -> int:
         cmd.append("--quick")
     threads = max(1, (os.cpu_count() or 1) // args.workers)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    procs = [subprocess.Popen(cmd, env=env) for _ in range(args.workers)]
-    print(f"{args.workers} workers started (pids {' '.join(str(p.pid) for p in procs)}, {threads} thread(s) each)",
-          file=sys.stderr)
-    try:
+    procs: list[subprocess.Popen] = []
+    with interrupt.forwarding(procs):
+        for _ in range(args.workers):
+            if not interrupt.received():
+                # own process group: a Ctrl-C on the terminal reaches them once, through forwarding
+                procs.append(subprocess.Popen(cmd, env=env, process_group=0))
+        print(f"{len(procs)} workers started (pids {' '.join(str(p.pid) for p in procs)}, {threads} thread(s) each)",
+              file=sys.stderr)
         while any(p.poll() is None for p in procs):  # poll all: a dead worker is reaped at once
-            time.sleep(0.5)
-        codes = [p.returncode for p in procs]
-    except KeyboardInterrupt:  # the workers got the Ctrl-C too: let them mark their runs KILLED
-        for p in procs:
-            try:
-                p.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                p.terminate()
-        raise
+            if interrupt.received() and interrupt.seconds_since() > STOP_GRACE_S:
+                for p in procs:
+                    if p.poll() is None:
+                        p.kill()
+            time.sleep(0.2)
+    codes = [p.returncode for p in procs]
+    if interrupt.received():
+        _report_interrupt(uri, study_name, {worker_id(p.pid) for p in procs}, started_ms)
+        return interrupt.exit_code()
     if any(codes):
         print(f"bench run: workers exited with codes {codes}", file=sys.stderr)
         return 1
@@ -188,7 +211,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     spec = spec_mod.load(args.study)
     spec = spec.quick_variant() if args.quick else spec
     check_writable(Path(args.results_dir) / spec.name, f"--results-dir {args.results_dir}")
-    return _report(spec, tracking_uri(args.tracking_uri), args)
+    uri = tracking_uri(args.tracking_uri)
+    stores.check(args.storage, uri)
+    return _report(spec, uri, args)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -202,12 +227,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _report(spec: Any, uri: str, args: argparse.Namespace) -> int:
     from bench.report.collect import collect
+    from bench.report.publish import log_results
     from bench.report.render import summary_table, write_report
 
     result = collect(spec, tracking_uri=uri, storage_url=args.storage)
     path = write_report(result, Path(args.results_dir) / spec.name)
     attach_report(result, uri, path.parent)
     table = summary_table(result)
+    log_results(result, table, uri)  # the ranking on the arms' parent runs, equal to summary.csv
     cols = ["arm", "test_mean", "test_ci95_low", "test_ci95_high", f"best_{result.objective}", "steps", "wall_time_s",
             "target_wall_time_s"]
     if table["task"].nunique() > 1:
@@ -238,7 +265,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from bench.spec import RunConfig, check_task, default_objective, direction_of
-    from bench.tracking import Tracker, tracking_uri
+    from bench.tracking import Tracker, dataset_inputs, tracking_uri
     from bench.tuning.executor import execute
 
     check_task(args.model, args.dataset)  # like every other bad input: refused before a run is written
@@ -256,6 +283,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "schedule": args.schedule, "seed": str(args.seed), "config_hash": config.hash()})
     logger.log_params(config.params)
     logger.log_dict(config.model_dump(), "config.json")
+    logger.log_inputs(dataset_inputs(config.dataset, config.data_seed, config.data_args, ("train", "val", "test")))
     try:
         result = execute(config, logger, context={"tracking_uri": tracker.uri, "run_id": logger.run_id})
     except BaseException as err:
@@ -287,11 +315,15 @@ def cmd_perf(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # this process is the command: it ends when main returns
+        # Without this, interpreter exit spends ~2 s collecting torch's and Lightning's objects
+        # (after Ctrl-C, most of the time to return). Frozen objects are skipped by that last collection.
+        atexit.register(gc.freeze)
     args = parser().parse_args(argv)
     from bench.launch.options import UsageError
-    from bench.studyfile import OutputDirError, StudyFileError
+    from bench.studyfile import OutputDirError, SpecError
 
-    try:  # before the imports below: they take seconds
+    try:  # nothing heavy is imported before a bad study file or folder is refused
         if args.command == "run" and args.launcher == "slurm" and not args.slurm_worker:
             from bench.launch.slurm import check_environment
 
@@ -301,8 +333,11 @@ def main(argv: list[str] | None = None) -> int:
 
             return worker_main(args, _dispatch)  # its stop handler comes before the imports
         return _dispatch(args)
-    except (StudyFileError, OutputDirError, UsageError) as err:
-        print(err if isinstance(err, StudyFileError) else f"bench {args.command}: {err}", file=sys.stderr)
+    except SpecError as err:
+        print(err, file=sys.stderr)
+        return EXIT_USAGE
+    except (OutputDirError, UsageError) as err:
+        print(f"bench {args.command}: {err}", file=sys.stderr)
         return EXIT_USAGE
 
 
@@ -310,15 +345,26 @@ def _dispatch(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from bench.registry import UnknownNameError
-    from bench.spec import SpecError
+    from bench.studyfile import SpecError
 
     handlers = {"run": cmd_run, "status": cmd_status, "report": cmd_report, "train": cmd_train, "list": cmd_list,
                 "perf": cmd_perf, "ui": cmd_ui}
+    # run / train: SIGTERM stops them as Ctrl-C does (runs in flight KILLED), see bench.interrupt; a
+    # Slurm worker handles SIGTERM itself (a grace period, then requeue: bench.launch.preempt)
+    own = args.command in ("run", "train") and not getattr(args, "slurm_worker", False)
+    signals = interrupt.handling() if own else contextlib.nullcontext()
     try:
-        return handlers[args.command](args)
-    except SpecError as err:
-        print(err, file=sys.stderr)
+        with signals:
+            return handlers[args.command](args)
+    except KeyboardInterrupt:  # before any run started (cmd_run reports the runs it stopped)
+        print(interrupt.message(0) if args.command == "run" else f"bench {args.command}: interrupted",
+              file=sys.stderr)
+        return interrupt.exit_code()
+    except stores.StoreError as err:
+        print(f"bench {args.command}: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except SpecError:
+        raise  # main prints it as it is
     except (UnknownNameError, KeyError, ValueError, LookupError) as err:
         if args.command not in ("train", "report"):
             raise

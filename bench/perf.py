@@ -194,6 +194,9 @@ def main(out: Path, repeats: int = 5) -> int:
         measure_pruning = None
     if measure_pruning is not None:
         report["pruning"] = measure_pruning(out)
+    from bench.perf_inputs import rejection_times
+
+    report["rejections"] = rejection_times(repeats)
     (out / "perf.json").write_text(json.dumps(report, indent=2, default=str))
     (out / "perf.md").write_text(render(report))
     print(render(report))
@@ -222,6 +225,10 @@ def render(r: dict) -> str:
         lines.append(f"| the same, end to end (start-up, eval seeds, report included) | "
                      f"{w['ratio_end_to_end']:.2f} ({two['end_to_end_trials_per_hour']:.0f} vs "
                      f"{one['end_to_end_trials_per_hour']:.0f}) | (context) |")
+    if "rejections" in r:
+        from bench.perf_inputs import render as render_rejections
+
+        lines += render_rejections(r["rejections"])
     if "pruning" in r and isinstance(r["pruning"], dict):
         lines += ["", "## Pruning", "", "```", json.dumps(r["pruning"], indent=2, default=str), "```"]
     return "\n".join(lines) + "\n"

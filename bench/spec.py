@@ -24,6 +24,7 @@ from bench.launch import options as slurm_options
 from bench.models import MODELS
 from bench.optim import OPTIMIZERS, REGULARIZERS, SCHEDULES, regularization
 from bench.registry import Registry
+from bench.studyfile import SpecError
 from bench.tuning.samplers import PRUNERS, SAMPLERS, grid_points, grid_size
 
 # Knobs of the training loop itself (owned by neither model nor optimizer).
@@ -36,10 +37,6 @@ TRAINING_HPARAMS = (
 )
 # Lower is better unless the metric's last path part is listed here.
 MAXIMIZED_METRICS = {"acc", "r2", "seq_acc", "token_acc"}
-
-
-class SpecError(ValueError):
-    """A study-file problem; str() is the one-line message the CLI prints before exiting 2."""
 
 
 def default_objective(model: str, dataset: str) -> str:
@@ -617,8 +614,4 @@ def parse(data: dict[str, Any], source: str = "<study>") -> StudySpec:
 
 def load(path: str | Path) -> StudySpec:
     """Read and validate a TOML study file; raises SpecError with a one-line message."""
-    try:
-        data = studyfile.read(path)
-    except studyfile.StudyFileError as err:
-        raise SpecError(str(err)) from None
-    return parse(data, str(path))
+    return parse(studyfile.read(path), str(path))

@@ -15,8 +15,9 @@ from typing import Any
 BOM = "\ufeff"
 
 
-class StudyFileError(ValueError):
-    """A study file that cannot be read as TOML; str() is the one-line message (exit code 2)."""
+class SpecError(ValueError):
+    """A study-file problem (unreadable, not TOML, or invalid); str() is the one-line message the
+    CLI prints before exiting 2. Defined here so that catching it imports nothing heavy."""
 
 
 class OutputDirError(ValueError):
@@ -26,26 +27,26 @@ class OutputDirError(ValueError):
 def read(path: str | Path) -> dict[str, Any]:
     """The TOML table of a study file. A UTF-8 byte-order mark (which some editors write) is
     accepted; a missing file, a folder, binary or non-UTF-8 content and TOML errors raise
-    StudyFileError naming the file."""
+    SpecError naming the file."""
     path = Path(path)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise StudyFileError(f"{path}: no such study file") from None
+        raise SpecError(f"{path}: no such study file") from None
     except IsADirectoryError:
-        raise StudyFileError(f"{path}: is a directory, not a study file") from None
+        raise SpecError(f"{path}: is a directory, not a study file") from None
     except OSError as err:
-        raise StudyFileError(f"{path}: cannot read the study file ({err.strerror})") from None
+        raise SpecError(f"{path}: cannot read the study file ({err.strerror})") from None
     if b"\0" in raw:
-        raise StudyFileError(f"{path}: binary file, not a TOML study file")
+        raise SpecError(f"{path}: binary file, not a TOML study file")
     try:
         text = raw.decode("utf-8").removeprefix(BOM)
     except UnicodeDecodeError as err:
-        raise StudyFileError(f"{path}: not UTF-8 text (byte {err.start}); save the study file as UTF-8") from None
+        raise SpecError(f"{path}: not UTF-8 text (byte {err.start}); save the study file as UTF-8") from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
-        raise StudyFileError(f"{path}: not valid TOML: {err}") from None
+        raise SpecError(f"{path}: not valid TOML: {err}") from None
 
 
 def check_writable(folder: str | Path, flag: str) -> Path:

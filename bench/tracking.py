@@ -11,7 +11,9 @@ UI, `bench report`) work while a study writes.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import logging
 import math
 import os
 import platform
@@ -19,23 +21,34 @@ import re
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import sqlalchemy
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from mlflow.utils.uri import append_to_uri_path
-from mlflow.utils.validation import _validate_batch_log_data
+from mlflow.utils.validation import _validate_batch_log_data, _validate_dataset_inputs
+
+from bench.stores import normalize, setup_lock, show_retries, sqlite_file
+from bench.stores import redact as redact  # re-exported: callers take it from here
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+INTERRUPTED = "interrupted"  # error tag of runs (fail_reason of trials) stopped by Ctrl-C or SIGTERM
 _BATCH = 500  # MLflow accepts at most 1000 metrics / 100 params / 100 tags per log_batch
 _PARAM_BATCH = 100
 _FLOAT_MAX = 1.7976931348623157e308  # what MLflow stores for +-inf (SQL has no infinity)
+
+# "Creating initial MLflow database tables..." and "Updating database tables" on a fresh SQLite
+# store: nothing a user can act on (errors and warnings still show).
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
 
 @sqlalchemy.event.listens_for(sqlalchemy.engine.Engine, "connect")
@@ -50,18 +63,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
-def redact(url: str) -> str:
-    """Hide credentials: postgresql://user:secret@host/db -> postgresql://user:***@host/db."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 def tracking_uri(explicit: str | None = None) -> str:
     """--tracking-uri, else $MLFLOW_TRACKING_URI, else SQLite in the working directory."""
-    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    return normalize(explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI)
 
 
 def artifact_root(uri: str) -> str | None:
@@ -96,6 +100,55 @@ def provenance() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             tags[f"version.{pkg}"] = "not installed"
     return tags
+
+
+def study_file_tags(path: str | None) -> dict[str, str]:
+    """The study file as runs and reports name it: relative to the working directory (an absolute
+    path only tells which machine ran it), with the sha256 of its content at run time."""
+    if not path:
+        return {"study_file": ""}
+    file = Path(path)
+    return {"study_file": os.path.relpath(file.resolve(), Path.cwd()),
+            "study_file_sha256": hashlib.sha256(file.read_bytes()).hexdigest()}
+
+
+def dataset_inputs(dataset: str, data_seed: int, data_args: dict[str, Any],
+                   splits: Sequence[str]) -> list[DatasetInput]:
+    """MLflow dataset inputs of the splits a run uses, each tagged `mlflow.data.context` = its split
+    (train / val / test). Built once per process per (dataset, data seed, data args, split)."""
+    args = json.dumps(data_args, sort_keys=True, default=str)
+    return [_dataset_input(dataset, data_seed, args, split) for split in splits]
+
+
+@functools.lru_cache(maxsize=64)
+def _dataset_input(dataset: str, data_seed: int, args_json: str, split: str) -> DatasetInput:
+    import mlflow.data
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+
+    from bench.data import load_dataset
+
+    args = json.loads(args_json)
+    part = load_dataset(dataset, data_seed, **args).split(split)  # the process's cached bundle, as fit sees it
+    x, y = part.x.cpu().numpy(), part.y.cpu().numpy()
+    if args.get("path"):  # a user file: its location
+        with warnings.catch_warnings():  # MLflow registers its local source twice ('' and file://) and says so
+            warnings.simplefilter("ignore")
+            source = resolve_dataset_source(Path(args["path"]).resolve().as_uri())
+    else:  # built in or generated: how to make it again
+        source = CodeDatasetSource({"dataset": dataset, "data_seed": str(data_seed), "data_args": args_json})
+    data = mlflow.data.from_numpy(x, targets=y, source=source, name=dataset, digest=split_digest(x, y))
+    return DatasetInput(data._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, split)])
+
+
+def split_digest(*arrays: Any) -> str:
+    """Hash of every byte (and the dtype and shape) of a split's arrays. MLflow's own numpy digest
+    reads only the first 10 000 elements, which would not tell two large splits apart."""
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(f"{a.dtype}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:8]  # MLflow's digest length
 
 
 class _Writer:
@@ -139,11 +192,22 @@ class _SqlRuns:
     """
 
     def __init__(self, uri: str) -> None:
-        from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlParam, SqlRun, SqlTag
+        from mlflow.store.tracking.dbmodels.models import (
+            SqlDataset,
+            SqlInput,
+            SqlInputTag,
+            SqlLatestMetric,
+            SqlMetric,
+            SqlParam,
+            SqlRun,
+            SqlTag,
+        )
 
         self.engine = sqlalchemy.create_engine(uri)  # tables exist: the Tracker's client made them
         self.runs, self.tags, self.params, self.metrics, self.latest = (
             model.__table__ for model in (SqlRun, SqlTag, SqlParam, SqlMetric, SqlLatestMetric))
+        self.datasets, self.inputs, self.input_tags = (m.__table__ for m in (SqlDataset, SqlInput, SqlInputTag))
+        self._dataset_uuids: dict[tuple[int, str, str], str] = {}  # (experiment, name, digest) -> row in the store
 
     def create_run(self, run_id: str, experiment_id: str, name: str, artifact_uri: str,
                    tags: dict[str, str]) -> None:
@@ -186,6 +250,51 @@ class _SqlRuns:
                 if new := [{"run_uuid": run_id, "key": p.key, "value": p.value} for p in params if p.key not in logged]:
                     conn.execute(self.params.insert(), new)
 
+    def log_inputs(self, run_id: str, experiment_id: str, inputs: list[DatasetInput]) -> None:
+        """What MlflowClient.log_inputs writes: one `datasets` row per (experiment, name, digest),
+        shared by the experiment's runs, and per run one `inputs` edge to it with its `input_tags`.
+        A dataset already logged to the run is skipped, as in MLflow."""
+        _validate_dataset_inputs(inputs)
+        unique: dict[tuple[str, str], DatasetInput] = {}
+        for i in inputs:
+            unique.setdefault((i.dataset.name, i.dataset.digest), i)  # the first one wins, as in MLflow
+        exp = int(experiment_id)
+        with self.engine.begin() as conn:
+            uuids = {key: self._dataset_uuid(conn, exp, i.dataset) for key, i in unique.items()}
+            edges = self.inputs
+            logged = set(conn.execute(sqlalchemy.select(edges.c.source_id).where(
+                edges.c.destination_type == "RUN", edges.c.destination_id == run_id,
+                edges.c.source_type == "DATASET")).scalars())
+            rows, tags = [], []
+            for key, i in unique.items():
+                if uuids[key] in logged:
+                    continue
+                input_uuid = uuid.uuid4().hex
+                rows.append({"input_uuid": input_uuid, "source_type": "DATASET", "source_id": uuids[key],
+                             "destination_type": "RUN", "destination_id": run_id, "step": 0})
+                tags.extend({"input_uuid": input_uuid, "name": t.key, "value": t.value} for t in i.tags)
+            if rows:
+                conn.execute(edges.insert(), rows)
+            if tags:
+                conn.execute(self.input_tags.insert(), tags)
+
+    def _dataset_uuid(self, conn: sqlalchemy.Connection, experiment_id: int, dataset: Any) -> str:
+        """The experiment's row for this dataset, created when missing; looked up once per process."""
+        key = (experiment_id, dataset.name, dataset.digest)
+        if key not in self._dataset_uuids:
+            from sqlalchemy.dialects.sqlite import insert
+
+            table = self.datasets
+            conn.execute(insert(table).on_conflict_do_nothing(), {  # another worker may have made it meanwhile
+                "dataset_uuid": uuid.uuid4().hex, "experiment_id": experiment_id, "name": dataset.name,
+                "digest": dataset.digest, "dataset_source_type": dataset.source_type,
+                "dataset_source": dataset.source, "dataset_schema": dataset.schema,
+                "dataset_profile": dataset.profile})
+            self._dataset_uuids[key] = conn.execute(sqlalchemy.select(table.c.dataset_uuid).where(
+                table.c.experiment_id == experiment_id, table.c.name == dataset.name,
+                table.c.digest == dataset.digest)).scalar_one()
+        return self._dataset_uuids[key]
+
     def _update_latest(self, conn: sqlalchemy.Connection, run_id: str, rows: Any) -> None:
         """latest_metrics holds each key's row with the highest (step, timestamp, value), as in MLflow."""
         order = lambda r: (r["step"], r["timestamp"], r["value"])
@@ -219,8 +328,12 @@ class Tracker:
     """Experiments and runs of one MLflow store."""
 
     def __init__(self, uri: str) -> None:
-        self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
+        self.uri = uri = normalize(uri)
+        if uri.startswith(("http://", "https://")):
+            show_retries()
+        # The client creates or migrates a SQLite store's schema when it is made: one process at a time
+        with setup_lock(sqlite_file(uri)):
+            self.client = MlflowClient(tracking_uri=uri)
         self.sql = _SqlRuns(uri) if uri.startswith("sqlite:") else None
         self._artifact_locations: dict[str, str] = {}
 
@@ -232,7 +345,12 @@ class Tracker:
             return None
         root = artifact_root(self.uri)
         location = f"{root}/{name}" if root else None
-        return self.client.create_experiment(name, artifact_location=location)
+        try:
+            return self.client.create_experiment(name, artifact_location=location)
+        except MlflowException as err:  # another process created it in the meantime
+            if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            return self.client.get_experiment_by_name(name).experiment_id
 
     def find_runs(self, experiment_id: str, tags: dict[str, str], status: str | None = None) -> list:
         """Runs whose tags equal `tags` (and with the given status), oldest first."""
@@ -250,6 +368,14 @@ class Tracker:
             if not token:
                 return runs
 
+    def interrupted_runs(self, study_name: str, workers: set[str], since_ms: int) -> int:
+        """Runs of these worker processes (`worker` tag) that an interrupt marked KILLED since `since_ms`."""
+        experiment_id = self.experiment_id(study_name, create=False)
+        if experiment_id is None:
+            return 0
+        runs = self.find_runs(experiment_id, {"study": study_name, "error": INTERRUPTED}, status="KILLED")
+        return sum(r.data.tags.get("worker") in workers and (r.info.end_time or 0) >= since_ms for r in runs)
+
     def start_run(
         self, experiment_id: str, name: str, tags: dict[str, str], parent_id: str | None = None
     ) -> RunLogger:
@@ -258,30 +384,33 @@ class Tracker:
             all_tags["mlflow.parentRunId"] = parent_id
         if self.sql is None:
             run = self.client.create_run(experiment_id, run_name=name, tags=all_tags)
-            return RunLogger(self.client, run.info.run_id, run.info.artifact_uri)
+            return RunLogger(self.client, run.info.run_id, run.info.artifact_uri, experiment_id=experiment_id)
         run_id = uuid.uuid4().hex  # as MLflow's store makes them; the row exists when this returns
         if experiment_id not in self._artifact_locations:
             self._artifact_locations[experiment_id] = self.client.get_experiment(experiment_id).artifact_location
         artifact_uri = append_to_uri_path(self._artifact_locations[experiment_id], run_id, "artifacts")
         self.sql.create_run(run_id, experiment_id, name, artifact_uri, {**all_tags, "mlflow.runName": name})
-        return RunLogger(self.client, run_id, artifact_uri, sql=self.sql)
+        return RunLogger(self.client, run_id, artifact_uri, sql=self.sql, experiment_id=experiment_id)
 
     def resume_run(self, run_id: str) -> RunLogger:
         self.client.update_run(run_id, status="RUNNING")
-        return RunLogger(self.client, run_id, self.client.get_run(run_id).info.artifact_uri, sql=self.sql)
+        info = self.client.get_run(run_id).info
+        return RunLogger(self.client, run_id, info.artifact_uri, sql=self.sql, experiment_id=info.experiment_id)
 
 
 class RunLogger:
     """One MLflow run with buffered metrics; also usable as a `train.fit` reporter."""
 
     def __init__(self, client: MlflowClient, run_id: str, artifact_uri: str = "", flush_every_s: float = 5.0,
-                 sql: _SqlRuns | None = None) -> None:
+                 sql: _SqlRuns | None = None, experiment_id: str = "") -> None:
         self.client, self.run_id, self.artifact_uri = client, run_id, artifact_uri
         self.sql = sql  # when set, the run's batches and status go through it instead of the client
+        self.experiment_id = experiment_id  # where the SQL path files the run's datasets
         self.flush_every_s = flush_every_s
         self._metrics: list[Metric] = []
         self._params: list[Param] = []
         self._tags: list[RunTag] = []
+        self._inputs: list[DatasetInput] = []
         self._last_flush = time.monotonic()
         self.ended = False
 
@@ -300,6 +429,10 @@ class RunLogger:
     def set_tags(self, tags: dict[str, Any]) -> None:
         self._tags.extend(RunTag(k, str(v)) for k, v in tags.items())
 
+    def log_inputs(self, inputs: list[DatasetInput]) -> None:
+        """Dataset inputs (see `dataset_inputs`), written with the run's next batch."""
+        self._inputs.extend(inputs)
+
     def log_dict(self, data: Any, path: str) -> None:
         """JSON artifact. Local artifact stores get a direct file write (~0.1 ms instead of ~8 ms
         through the artifact repository, which matters once per trial)."""
@@ -311,8 +444,12 @@ class RunLogger:
             self.client.log_dict(self.run_id, data, path)
 
     def flush(self) -> None:
-        metrics, params, tags = self._metrics, self._params, self._tags
-        self._metrics, self._params, self._tags = [], [], []
+        metrics, params, tags, inputs = self._metrics, self._params, self._tags, self._inputs
+        self._metrics, self._params, self._tags, self._inputs = [], [], [], []
+        if inputs and self.sql is not None:
+            self.sql.log_inputs(self.run_id, self.experiment_id, inputs)
+        elif inputs:
+            self.client.log_inputs(self.run_id, datasets=inputs)
         while metrics or params or tags:
             (self.sql or self.client).log_batch(
                 self.run_id, metrics=metrics[:_BATCH], params=params[:_PARAM_BATCH], tags=tags[:_PARAM_BATCH]
@@ -330,9 +467,11 @@ class RunLogger:
             return
         self.ended = True
         if background:
-            closing = RunLogger(self.client, self.run_id, self.artifact_uri, sql=self.sql)
-            closing._metrics, closing._params, closing._tags = self._metrics, self._params, self._tags
-            self._metrics, self._params, self._tags = [], [], []
+            closing = RunLogger(self.client, self.run_id, self.artifact_uri, sql=self.sql,
+                                experiment_id=self.experiment_id)
+            closing._metrics, closing._params, closing._tags, closing._inputs = (
+                self._metrics, self._params, self._tags, self._inputs)
+            self._metrics, self._params, self._tags, self._inputs = [], [], [], []
             WRITER.submit(lambda: closing._close(status))
         else:
             self._close(status)

@@ -16,6 +16,7 @@ import math
 import os
 import random
 import signal
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -45,8 +46,12 @@ Status = Literal["completed", "pruned", "diverged"]
 for _name in ("pytorch_lightning", "lightning_fabric"):
     logging.getLogger(_name).setLevel(logging.ERROR)  # "GPU available: False" etc. per trial
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-# On any machine with Slurm installed: a single-process trial needs no srun (multi-node ones get it).
-warnings.filterwarnings("ignore", message="The `srun` command is available on your system but is not used")
+# Lightning's own use of a torch API that torch deprecated (pytorch_lightning/utilities/_pytree.py),
+# printed on the first fits of every process: nothing a user of this suite can change.
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
+# On a machine with Slurm installed Lightning suggests `srun` for every trial; the suite places its
+# processes itself (trials never train under a Lightning Slurm environment).
+warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system but is not used")
 
 
 @dataclass
@@ -158,6 +163,22 @@ class _Run:
                 trainer.should_stop = True
 
 
+def _fit_interruptible(trainer: pl.Trainer, module: BenchModule, batches: TensorBatches) -> None:
+    """trainer.fit, with an interrupt given back to the caller as KeyboardInterrupt: Lightning turns
+    Ctrl-C into sys.exit(1) (the caller could not tell it from a crash and would leave its trial
+    RUNNING) and ignores SIGINT from then on."""
+    sigint = signal.getsignal(signal.SIGINT)
+    try:
+        trainer.fit(module, train_dataloaders=batches)
+    except SystemExit as exit_:
+        if isinstance(exit_.__context__, KeyboardInterrupt):
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        if sigint is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, sigint)
+
+
 def fit(config: RunConfig, reporter: Reporter | None = None, *, launched: bool = False) -> RunResult:
     """Train one configuration; never raises for divergence (status 'diverged' instead).
 
@@ -242,7 +263,7 @@ def fit(config: RunConfig, reporter: Reporter | None = None, *, launched: bool =
     )
     if callable(handler := signal.getsignal(signal.SIGTERM)):
         module.own_sigterm = handler
-    trainer.fit(module, train_dataloaders=batches)
+    _fit_interruptible(trainer, module, batches)
     wall = time.perf_counter() - run.start
 
     final = dict(run.history[-1]) if run.history else {}

@@ -56,8 +56,12 @@ class Postgres:
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-w", "-l", str(self.root / "pg.log"), "-o",
                   f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=200", "start")
         for db in ("optuna", "mlflow"):
-            self._run(str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "bench", db)
+            self.create_db(db)
         return self
+
+    def create_db(self, db: str) -> str:
+        self._run(str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "bench", db)
+        return db
 
     def url(self, db: str) -> str:
         # trust auth ignores the password; it is there to prove that it is redacted everywhere

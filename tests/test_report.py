@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import math
 import re
 import textwrap
@@ -230,6 +231,140 @@ def test_report_numbers_equal_mlflow_and_optuna(quick_study):
         parent = next(r for r in runs if r.data.tags.get("phase") == "arm" and r.data.tags["arm"] == arm)
         names = {f.path for f in client.list_artifacts(parent.info.run_id, "report")}
         assert {"report/report.html", "report/report.md", "report/summary.csv", "report/pairwise.csv"} <= names
+
+
+# summary.csv column -> the parent run's metric (the scheme documented in the README)
+RESULT_METRICS = {
+    "rank": "result/rank", "test_mean": "result/test_acc_mean", "test_std": "result/test_acc_std",
+    "test_ci95_low": "result/test_acc_ci95_low", "test_ci95_high": "result/test_acc_ci95_high",
+    "eval_seeds": "result/eval_seeds", "best_val/acc": "result/best_val_acc",
+    **{k: f"result/{k}" for k in ("epochs", "steps", "samples", "wall_time_s", "target_epochs", "target_steps",
+                                  "target_samples", "target_wall_time_s", "trials_complete", "trials_pruned",
+                                  "trials_failed", "trials_diverged", "diverged_evals")},
+    "target": "result/target_val_acc",
+}
+
+
+def _parents(client: MlflowClient, exp_id: str) -> dict:
+    return {r.data.tags["arm"]: r for r in client.search_runs([exp_id], "tags.phase = 'arm'")}
+
+
+def _check_parents_equal_summary(client: MlflowClient, exp_id: str, table: pd.DataFrame) -> None:
+    parents = _parents(client, exp_id)
+    assert set(parents) == set(table["arm"]) == set(ARMS)
+    for row in table.to_dict("records"):
+        run = parents[row["arm"]]
+        result = {k: v for k, v in run.data.metrics.items() if k.startswith("result/")}
+        expected = {name: row[col] for col, name in RESULT_METRICS.items() if math.isfinite(row[col])}
+        assert result == expected, row["arm"]  # exactly the CSV's values, nothing else under result/
+        reached = math.isfinite(row["target_epochs"])
+        assert run.data.tags["target_reached"] == str(reached).lower()
+        assert reached == all(f"result/target_{k}" in result for k in ("epochs", "steps", "samples", "wall_time_s"))
+        # params: what the arm is and what tuning chose
+        params = run.data.params
+        for key in ("model", "dataset", "optimizer", "schedule", "regularizers"):
+            assert params[key] == str(row[key])
+        best = {k[5:]: v for k, v in params.items() if k.startswith("best.")}
+        assert best == {k: str(v) for k, v in json.loads(row["best_params"]).items()} and best
+        assert params["best_trial"] == str(int(row["best_trial"]))
+
+
+@pytest.mark.slow
+def test_parent_runs_carry_the_summary_and_a_rerun_of_report_keeps_it(quick_study):
+    stores = quick_study
+    out = stores.results / "quickstart-quick"
+    client = MlflowClient(stores.tracking_uri)
+    exp_id = client.get_experiment_by_name("quickstart-quick").experiment_id
+    table = pd.read_csv(out / "summary.csv", float_precision="round_trip")
+    assert table["test_std"].tolist() == pytest.approx(
+        [np.std(_eval_values(client, exp_id, arm), ddof=1) for arm in table["arm"]], rel=1e-12)
+    _check_parents_equal_summary(client, exp_id, table)
+
+    # `bench report` again: same values, no new metric rows, params unchanged
+    before = {arm: (r.data.params, r.data.tags["target_reached"]) for arm, r in _parents(client, exp_id).items()}
+    assert stores.run("report", str(STUDIES / "quickstart.toml"), "--quick") == 0
+    _check_parents_equal_summary(client, exp_id, pd.read_csv(out / "summary.csv", float_precision="round_trip"))
+    for arm, run in _parents(client, exp_id).items():
+        assert (run.data.params, run.data.tags["target_reached"]) == before[arm]
+        for key in (k for k in run.data.metrics if k.startswith("result/")):
+            assert len(client.get_metric_history(run.info.run_id, key)) == 1, (arm, key)
+
+
+def _eval_values(client: MlflowClient, exp_id: str, arm: str) -> list[float]:
+    runs = client.search_runs([exp_id], f"tags.phase = 'eval' and tags.arm = '{arm}'")
+    return [r.data.metrics["test/acc"] for r in runs]
+
+
+@pytest.mark.slow
+def test_a_target_no_longer_reached_voids_its_metrics(quick_study, tmp_path):
+    import shutil
+
+    from bench import spec as spec_mod
+    from bench.report.collect import collect
+    from bench.report.publish import log_results
+    from bench.report.render import summary_table
+
+    stores = Stores(tmp_path / "copy")  # the shared study's stores stay as the report left them
+    shutil.copytree(quick_study.root, stores.root, ignore=shutil.ignore_patterns("results", "mlartifacts"))
+    client = MlflowClient(stores.tracking_uri)
+    exp_id = client.get_experiment_by_name("quickstart-quick").experiment_id
+    spec = spec_mod.load(STUDIES / "quickstart.toml").quick_variant()
+    result = collect(spec, tracking_uri=stores.tracking_uri, storage_url=stores.storage)
+    table = summary_table(result)
+    arm = table.loc[table["target_epochs"].map(math.isfinite), "arm"].iloc[0]
+    costs = [f"target_{k}" for k in ("epochs", "steps", "samples", "wall_time_s")]
+    changed = table.copy()
+    changed.loc[changed["arm"] == arm, costs] = math.inf  # as if more seeds had moved the target
+    log_results(result, changed, stores.tracking_uri)
+    run = _parents(client, exp_id)[arm]
+    assert run.data.tags["target_reached"] == "false"
+    assert all(math.isnan(run.data.metrics[f"result/{k}"]) for k in costs)  # MLflow cannot delete a metric
+    log_results(result, table, stores.tracking_uri)  # reached again: the values are back
+    _check_parents_equal_summary(client, exp_id, table)
+
+
+@pytest.mark.slow
+def test_search_runs_sorted_by_the_test_mean_is_the_reports_ranking(quick_study):
+    stores = quick_study
+    out = stores.results / "quickstart-quick"
+    client = MlflowClient(stores.tracking_uri)
+    exp_id = client.get_experiment_by_name("quickstart-quick").experiment_id
+    ranking = [r[1] for r in _md_table((out / "report.md").read_text(), "## Ranking")[2:]]
+    table = pd.read_csv(out / "summary.csv", float_precision="round_trip")
+    assert ranking == table["arm"].tolist()
+    by_mean = client.search_runs([exp_id], filter_string="tags.phase = 'arm'",
+                                 order_by=["metrics.`result/test_acc_mean` DESC"])
+    assert [r.data.metrics["result/test_acc_mean"] for r in by_mean] == table["test_mean"].tolist()
+    if table["test_mean"].is_unique:  # MLflow breaks ties its own way; result/rank keeps the report's
+        assert [r.data.tags["arm"] for r in by_mean] == ranking
+    by_rank = client.search_runs([exp_id], filter_string="tags.phase = 'arm'", order_by=["metrics.`result/rank` ASC"])
+    assert [r.data.tags["arm"] for r in by_rank] == ranking
+    assert [r.data.metrics["result/rank"] for r in by_rank] == [1.0, 2.0, 3.0, 4.0]
+
+
+@pytest.mark.slow
+def test_every_run_of_the_study_has_its_dataset_splits_as_inputs(quick_study):
+    from bench.data import load_dataset
+    from bench.tracking import split_digest
+
+    stores = quick_study
+    client = MlflowClient(stores.tracking_uri)
+    exp_id = client.get_experiment_by_name("quickstart-quick").experiment_id
+    bundle = load_dataset("digits", 0)
+    digests = {s: split_digest(bundle.split(s).x.numpy(), bundle.split(s).y.numpy()) for s in ("train", "val", "test")}
+    runs = client.search_runs([exp_id], max_results=1000)
+    splits = {"tune": {"train", "val"}, "eval": {"train", "val", "test"}, "arm": {"train", "val", "test"}}
+    assert {r.data.tags["phase"] for r in runs} == set(splits)
+    for summary in runs:
+        inputs = client.get_run(summary.info.run_id).inputs.dataset_inputs
+        used = {t.value: i.dataset for i in inputs for t in i.tags if t.key == "mlflow.data.context"}
+        assert set(used) == splits[summary.data.tags["phase"]] and len(inputs) == len(used)
+        for split, dataset in used.items():
+            assert (dataset.name, dataset.digest, dataset.source_type) == ("digits", digests[split], "code")
+            assert json.loads(dataset.profile)["features_shape"] == [len(bundle.split(split)), 64]
+    # which runs saw the test split, through MLflow's own search
+    test_users = client.search_runs([exp_id], "datasets.context = 'test'", max_results=1000)
+    assert {r.info.run_id for r in test_users} == {r.info.run_id for r in runs if r.data.tags["phase"] != "tune"}
 
 
 MULTI = """

@@ -39,8 +39,12 @@ def test_four_workers_on_postgresql_and_an_mlflow_server_without_leaking_credent
     check_exact(Server, "pg4", storage, n_trials=25, seeds=3)
     client = MlflowClient(mlflow_server.url)
     exp = client.get_experiment_by_name("pg4")
+    splits = {"tune": {"train", "val"}, "eval": {"train", "val", "test"}, "arm": {"train", "val", "test"}}
     for run in client.search_runs([exp.experiment_id], max_results=5000):
         assert SECRET not in str(run.data.tags) and SECRET not in str(run.data.params)
+        # dataset inputs go through the server's API too (the client path)
+        contexts = {t.value for i in run.inputs.dataset_inputs for t in i.tags if t.key == "mlflow.data.context"}
+        assert contexts == splits[run.data.tags["phase"]], run.info.run_name
         if run.data.tags.get("phase") == "arm":
             assert run.data.tags["optuna_storage"] == storage_url.replace(SECRET, "***")
     assert SECRET not in out + err

@@ -3,13 +3,16 @@ reads back through its public API must be exactly what its client would have wri
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
+import sqlalchemy
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
-from bench.tracking import WRITER, Tracker
+from bench.data import load_dataset
+from bench.tracking import WRITER, Tracker, dataset_inputs, split_digest
 
 METRICS = [("val/acc", 0.5, 0), ("val/acc", 0.75, 1), ("val/acc", 0.25, 1), ("val/loss", math.nan, 0),
            ("val/loss", math.inf, 1), ("train/loss", -math.inf, 0), ("lr", 0.1, 0), ("lr", 0.1, 0)]
@@ -80,4 +83,60 @@ def test_sql_path_keeps_mlflows_rules_for_params_and_tags(tracker):
     assert tracker.client.get_run(logger.run_id).data.params == {"lr": "0.1"}  # nothing overwritten
     logger.finish("FAILED")
     assert tracker.client.get_run(logger.run_id).info.status == "FAILED"
+
+
+
+def _inputs(client: MlflowClient, run_id: str) -> list[tuple]:
+    """A run's dataset inputs as MLflow reads them back: dataset fields and input tags."""
+    return sorted((i.dataset.name, i.dataset.digest, i.dataset.source_type, i.dataset.source, i.dataset.schema,
+                   i.dataset.profile, tuple(sorted((t.key, t.value) for t in i.tags)))
+                  for i in client.get_run(run_id).inputs.dataset_inputs)
+
+
+def test_dataset_inputs_name_the_exact_split_arrays():
+    train, val, test = dataset_inputs("digits", 0, {}, ("train", "val", "test"))
+    bundle = load_dataset("digits", 0)
+    for given, split in ((train, "train"), (val, "val"), (test, "test")):
+        part = bundle.split(split)
+        assert given.dataset.name == "digits" and [(t.key, t.value) for t in given.tags] == [
+            ("mlflow.data.context", split)]
+        assert given.dataset.digest == split_digest(part.x.numpy(), part.y.numpy())
+        assert json.loads(given.dataset.profile)["features_shape"] == [len(part), 64]
+        assert '"shape\\": [-1, 64]' in given.dataset.schema  # a TensorSpec of the features
+        assert given.dataset.source_type == "code"
+        assert json.loads(given.dataset.source)["tags"] == {"dataset": "digits", "data_seed": "0", "data_args": "{}"}
+    assert len({train.dataset.digest, val.dataset.digest, test.dataset.digest}) == 3
+    assert dataset_inputs("digits", 0, {}, ("val",))[0] is val  # built once per process
+    # other data are visibly other digests: another data seed moves every split, a smaller
+    # training share only the training split
+    assert dataset_inputs("digits", 1, {}, ("train",))[0].dataset.digest != train.dataset.digest
+    half_train, same_val = dataset_inputs("digits", 0, {"train_fraction": 0.5}, ("train", "val"))
+    assert half_train.dataset.digest != train.dataset.digest and same_val.dataset.digest == val.dataset.digest
+
+
+def test_sql_path_logs_dataset_inputs_as_the_client_does(tracker):
+    client = tracker.client
+    exp = tracker.experiment_id("inputs")
+    inputs = dataset_inputs("digits", 0, {}, ("train", "val"))
+    reference = client.create_run(exp, run_name="ref")
+    client.log_inputs(reference.info.run_id, datasets=inputs)
+    ours = tracker.start_run(exp, "ours", TAGS)
+    ours.log_inputs(inputs)
+    ours.finish("FINISHED", background=True)
+    WRITER.drain()
+    assert len(_inputs(client, ours.run_id)) == 2
+    assert _inputs(client, ours.run_id) == _inputs(client, reference.info.run_id)
+    again = tracker.start_run(exp, "again", TAGS)  # a second run and a repeated log share the rows
+    again.log_inputs(inputs)
+    again.flush()
+    again.log_inputs(inputs[:1])
+    again.finish("FINISHED")
+    assert _inputs(client, again.run_id) == _inputs(client, reference.info.run_id)
+    with tracker.sql.engine.connect() as conn:
+        assert conn.execute(sqlalchemy.text("SELECT COUNT(*) FROM datasets")).scalar() == 2
+        assert conn.execute(sqlalchemy.text("SELECT COUNT(*) FROM inputs")).scalar() == 3 * 2
+    # MLflow's search joins the same tables
+    found = client.search_runs([exp], "datasets.context = 'val'")
+    assert {r.info.run_id for r in found} == {reference.info.run_id, ours.run_id, again.run_id}
+    assert not client.search_runs([exp], "datasets.context = 'test'")
 

@@ -5,7 +5,8 @@ On the first signal the worker takes no new trial or evaluation seed. The run in
 `grace` seconds to finish; after that `Preempted` is raised in the main thread (by re-sending the
 signal to it, which also wakes a main thread blocked in a wait), and the study protocol marks that
 trial FAIL with reason `preempted` and queues its parameters again (bench.tuning.study).
-Later signals change nothing: the grace period is counted from the first one.
+Later signals change nothing: the grace period is counted from the first one. A short store
+update under the study lock (bench.interrupt.deferred) is never cut in half: the stop waits for it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import signal
 import sys
 import threading
 from types import FrameType
+
+from bench import interrupt
 
 
 class Preempted(BaseException):
@@ -48,11 +51,16 @@ class StopOnSignal:
             self.received = signal.Signals(signum).name
             print(f"{self.label}{self.received} received: no new trials; the run in flight has {self.grace_s:g} s "
                   "to finish", file=sys.stderr, flush=True)
-            self._timer = threading.Timer(self.grace_s, self._expire, args=(signum,))
-            self._timer.daemon = True
-            self._timer.start()
+            self._arm(self.grace_s, signum)
+        elif self._due and interrupt.deferring():
+            self._arm(0.1, signum)  # a store update under the study lock ends first
         elif self._due:
             self._raise(f"{self.received}: the run in flight did not finish within the {self.grace_s:g} s grace period")
+
+    def _arm(self, delay: float, signum: int) -> None:
+        self._timer = threading.Timer(delay, self._expire, args=(signum,))
+        self._timer.daemon = True
+        self._timer.start()
 
     def _expire(self, signum: int) -> None:
         self._due = True

@@ -58,7 +58,7 @@ def check_stores(storage: str | None, tracking: str | None, shared_fs: bool) -> 
         return
     hint = "or add --shared-fs if it is on a filesystem that every node mounts"
     url = storage or "optuna.journal"
-    if url.split(":", 1)[0].split("+", 1)[0] not in ("postgresql", "mysql"):
+    if url.split(":", 1)[0].split("+", 1)[0] not in ("postgresql", "postgres", "mysql"):
         raise UsageError(f"--launcher slurm: the Optuna storage {url} is a file on this machine that jobs on other "
                          f"nodes cannot see: use --storage postgresql://... (or mysql://...), {hint}")
     tracking = tracking or "sqlite:///mlflow.db"
@@ -162,9 +162,9 @@ def launch(args: argparse.Namespace) -> tuple[int, Any, str]:
     job has ended. Returns (exit code, spec, tracking URI); the caller writes the report."""
     given = check_environment(args)
     from bench import spec as spec_mod
+    from bench import stores
     from bench.studyfile import check_writable
     from bench.tracking import Tracker, redact, tracking_uri
-    from bench.tuning.storage import open_storage
     from bench.tuning.study import arms
 
     spec = spec_mod.load(args.study)
@@ -179,10 +179,9 @@ def launch(args: argparse.Namespace) -> tuple[int, Any, str]:
     if args.shared_fs:
         storage, uri = _absolute(storage, "optuna.journal"), _absolute(uri, "sqlite:///mlflow.db")
         args.storage, args.tracking_uri = storage, uri
-    # Schemas once, here: concurrent first-time migrations of one store collide.
+    stores.prepare(spec.name, storage, uri)  # reachable, schemas created once, before any job starts
     tracker = Tracker(uri)
     experiment = tracker.experiment_id(spec.name)
-    open_storage(storage)
 
     workdir = Path.cwd()
     (workdir / LOG_DIR / spec.name).mkdir(parents=True, exist_ok=True)

@@ -98,8 +98,9 @@ def collect(spec: StudySpec, *, tracking_uri: str, storage_url: str | None) -> S
         parents = tracker.find_runs(experiment_id, {"study": spec.name, "phase": "arm", "arm": arm.name})
         res.parent_run_id = parents[0].info.run_id if parents else ""
         res.parent_tags = dict(parents[0].data.tags) if parents else {}
-        if res.parent_tags.get("study_file"):
-            provenance.setdefault("study_file", res.parent_tags["study_file"])
+        for key in ("study_file", "study_file_sha256"):
+            if res.parent_tags.get(key):
+                provenance.setdefault(key, res.parent_tags[key])
         if res.best_trial is None:
             results.append(res)
             continue

@@ -15,6 +15,7 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from bench.report import figures as figs
@@ -37,8 +38,10 @@ def summary_table(result: StudyResult, analysis: Analysis | None = None) -> pd.D
             "trials_complete": a.trials_complete, "trials_pruned": a.trials_pruned,
             "trials_failed": a.trials_failed, "trials_diverged": a.trials_diverged, "best_trial": a.best_trial,
             f"best_{result.objective}": a.best_val, "best_params": params_json(a.best_params),
-            "test_metric": result.test_metric, "test_mean": mean, "test_ci95_low": low,
-            "test_ci95_high": high, "eval_seeds": len(a.test_values), "diverged_evals": a.diverged_evals,
+            "test_metric": result.test_metric, "test_mean": mean,
+            "test_std": float(np.std(a.test_values, ddof=1)) if len(a.test_values) > 1 else math.nan,
+            "test_ci95_low": low, "test_ci95_high": high, "eval_seeds": len(a.test_values),
+            "diverged_evals": a.diverged_evals,
             "epochs": a.epochs, "steps": a.steps, "samples": a.samples, "wall_time_s": a.wall_time_s,
             f"final_{result.objective}": final_validation(a, result.objective),
             "target": analysis.targets[a.task].value if a.task in analysis.targets else math.nan,
@@ -48,7 +51,10 @@ def summary_table(result: StudyResult, analysis: Analysis | None = None) -> pd.D
         })
     df = pd.DataFrame(rows)
     ascending = result.direction == "minimize"
-    return df.sort_values("test_mean", ascending=ascending, na_position="last", kind="stable").reset_index(drop=True)
+    df = df.sort_values("test_mean", ascending=ascending, na_position="last", kind="stable").reset_index(drop=True)
+    # rank within the task, as the report's ranking (ties keep the study file's order); none without a result
+    df.insert(1, "rank", (df.groupby("task").cumcount() + 1).where(df["test_mean"].notna()).astype("Int64"))
+    return df
 
 
 def _fmt(x: float, digits: int = 4) -> str:
@@ -237,9 +243,10 @@ def provenance_section(result: StudyResult, by_arm: dict) -> list[str]:
     versions = ", ".join(f"{k.removeprefix('version.')} {v}" for k, v in sorted(prov.items())
                          if k.startswith("version."))
     study_file = prov.get("study_file", "")
-    digest = ""
-    if study_file and Path(study_file).is_file():
-        digest = f" (sha256 {hashlib.sha256(Path(study_file).read_bytes()).hexdigest()[:12]})"
+    sha = prov.get("study_file_sha256", "")  # recorded when the study ran
+    if not sha and study_file and Path(study_file).is_file():  # runs recorded before that tag existed
+        sha = hashlib.sha256(Path(study_file).read_bytes()).hexdigest()
+    digest = f" (sha256 {sha[:12]})" if sha else ""
     return [
         "", "## Provenance", "",
         f"- generated: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')} by `bench report` from the MLflow "

@@ -27,9 +27,17 @@ import optuna
 import sqlalchemy
 from optuna.storages._heartbeat import is_heartbeat_enabled
 
+from bench import interrupt
+from bench.stores import normalize
 from bench.tuning.storage import DEFAULT_STORAGE, HEARTBEAT_INTERVAL_S, is_rdb
 
-WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+
+def worker_id(pid: int) -> str:
+    """How a worker process names itself in the stores (tags and trial attributes)."""
+    return f"{socket.gethostname()}:{pid}"
+
+
+WORKER_ID = worker_id(os.getpid())
 
 
 def slurm_job() -> str:
@@ -66,7 +74,7 @@ class StudyLock:
     """Mutual exclusion between the workers of one study (see module docstring)."""
 
     def __init__(self, storage_url: str | None, study_name: str) -> None:
-        url = storage_url or DEFAULT_STORAGE
+        url = normalize(storage_url or DEFAULT_STORAGE)
         self.url, self.study_name = url, study_name
         self._engine = None
         if url.startswith("postgresql"):
@@ -80,6 +88,13 @@ class StudyLock:
 
     @contextlib.contextmanager
     def hold(self) -> Iterator[None]:
+        # What is done under the lock are short store updates (a trial asked for and marked as
+        # ours, a seed claimed): an interrupt waits for their end, so none is left half done.
+        with interrupt.deferred(), self._held():
+            yield
+
+    @contextlib.contextmanager
+    def _held(self) -> Iterator[None]:
         if self._engine is not None:
             with self._engine.connect() as conn:
                 conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": self._key})

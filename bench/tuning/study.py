@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,16 +27,21 @@ from optuna.trial import TrialState
 from bench.hparams import Dist
 from bench.launch.preempt import Preempted
 from bench.spec import OPTIMIZER_KEY, RunConfig, StudySpec, arm_hparams, chosen_params, direction_of, hparams_for
-from bench.tracking import WRITER, RunLogger, Tracker, flat_error, redact
+from bench.tracking import INTERRUPTED, WRITER, RunLogger, Tracker, dataset_inputs, flat_error, redact, study_file_tags
 from bench.train import RunResult
 from bench.tuning import samplers
-from bench.tuning.coordination import WORKER_ATTRS, Heartbeat, StudyLock, heartbeats_on, worker_alive
+from bench.tuning.coordination import WORKER_ATTRS, WORKER_ID, Heartbeat, StudyLock, heartbeats_on, worker_alive
 from bench.tuning.executor import execute
 from bench.tuning.seeding import PerTrialSeeds
 from bench.tuning.space import sample
 from bench.tuning.storage import open_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+# With RDB heartbeats (SQLite, PostgreSQL) Optuna warns that ask/tell "is supposed to" use
+# Study.optimize and that fail_stale_trials is experimental: choices of this module, not the user's.
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+warnings.filterwarnings("ignore", message=r"optuna\.storages\._heartbeat\.fail_stale_trials is experimental",
+                        category=optuna.exceptions.ExperimentalWarning)
 
 POLL_S = 0.5  # how often a waiting worker looks at the stores
 # MLflow runs left RUNNING by a dead worker are swept at most this often while trials run (the
@@ -44,9 +50,8 @@ POLL_S = 0.5  # how often a waiting worker looks at the stores
 SWEEP_RUNS_EVERY_S = 30.0
 EVAL_SEED_BASE = 1000  # eval seeds differ from the tuning seed: no selection on the eval noise
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
-# Failures that are not the trial's fault: its parameters are queued again and it does not count
-# toward max_failed_trials.
-RETRIED_REASONS = ("orphaned", "preempted")
+SPLITS = ("train", "val", "test")  # tuning runs use the first two; eval runs and arms all three
+PREEMPTED = "preempted"  # fail_reason / error of a run stopped by a Slurm worker's signal (bench.launch.preempt)
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,11 @@ class Arm:
                 # runs of an arm that tunes the optimizer override `optimizer` with the one they used
                 **({"optimizer_choice": self.optimizer} if self.choices else {})}
 
+    def identity(self) -> dict[str, str]:
+        """What the arm compares, as its parent run's params (the compare view's rows)."""
+        tags = self.tags()
+        return {key: tags[key] for key in ("model", "dataset", "optimizer", "schedule", "regularizers")}
+
     def kinds(self) -> dict[str, str]:
         declared = arm_hparams(self.model, self.optimizers, self.schedule, self.regularizers)
         return {name: declared[name].kind for name in self.space}
@@ -117,7 +127,6 @@ class ArmOutcome:
     complete: int = 0
     pruned: int = 0
     failed: int = 0
-    retried: int = 0  # failed trials whose parameters were queued again (RETRIED_REASONS)
     best_value: float | None = None
     eval_run_ids: list[str] = field(default_factory=list)
 
@@ -194,13 +203,15 @@ class StudyRunner:
             **tags, "optuna_study": study.study_name, "objective": self.spec.objective_metric(),
             "sampler": arm.sampler, "pruner": arm.pruner,
             "optuna_storage": redact(self.storage_url or "optuna.journal"),
-            "study_file": self.study_file or "",
+            **study_file_tags(self.study_file),
             **{f"sampler.{k}": _tag(v) for k, v in study.user_attrs["sampler_settings"].items()},
             **{f"pruner.{k}": _tag(v) for k, v in study.user_attrs["pruner_settings"].items()},
         })
         logger.log_params({f"space.{k}": d.describe() for k, d in arm.space.items()})
         logger.log_params({f"fixed.{k}": v for k, v in arm.fixed.items()})
         logger.log_params({"n_trials": t.n_trials, "eval_seeds": self.spec.eval.seeds, "epochs": self.spec.epochs})
+        logger.log_params(arm.identity())
+        logger.log_inputs(dataset_inputs(arm.dataset, self.spec.data_seed, self.spec.data_args, SPLITS))
         if self.study_file:
             logger.client.log_artifact(logger.run_id, self.study_file)
         logger.flush()
@@ -218,6 +229,8 @@ class StudyRunner:
         logger.log_params({"epochs": config.epochs, "seed": config.seed, "data_seed": config.data_seed,
                            **{f"data.{k}": v for k, v in config.data_args.items()}})
         logger.log_dict(config.model_dump(), "config.json")
+        splits = SPLITS if config.evaluate_test else SPLITS[:2]
+        logger.log_inputs(dataset_inputs(config.dataset, config.data_seed, config.data_args, splits))
         return logger
 
     def context(self, logger: RunLogger, study: optuna.Study | None = None, trial: optuna.Trial | None = None,
@@ -244,10 +257,15 @@ class StudyRunner:
         experiment_id = self.tracker.experiment_id(self.spec.name)
         self.tracker.client.set_experiment_tag(experiment_id, "description", self.spec.description)
         cells = []
-        with self.lock.hold():  # one worker creates each Optuna study and parent run
-            for arm in arms(self.spec):
-                study = self.optuna_study(arm)
-                cells.append((arm, study, self.parent_run(experiment_id, arm, study)))
+        try:
+            with self.lock.hold():  # one worker creates each Optuna study and parent run
+                for arm in arms(self.spec):
+                    study = self.optuna_study(arm)
+                    cells.append((arm, study, self.parent_run(experiment_id, arm, study)))
+        except KeyboardInterrupt:  # held back until the lock was released: close the parents opened
+            for _arm, _study, parent in cells:
+                parent.finish("KILLED")
+            raise
         outcomes: list[ArmOutcome] = []
         try:
             for arm, study, parent in cells:  # phase 1: take free trial slots, arm after arm
@@ -266,13 +284,33 @@ class StudyRunner:
                 parent.finish("FINISHED")
                 self.progress("arm_done", {"arm": arm.name, "outcome": outcome})
         except BaseException as err:
+            interrupted = isinstance(err, (KeyboardInterrupt, Preempted))
             try:
                 WRITER.drain()  # close the trial runs already handed to the writer thread
             finally:
+                if interrupted:
+                    self.close_in_flight(experiment_id, [study for _arm, study, _parent in cells],
+                                         PREEMPTED if isinstance(err, Preempted) else INTERRUPTED)
                 for _arm, _study, parent in cells:
-                    parent.finish("KILLED" if isinstance(err, (KeyboardInterrupt, Preempted)) else "FAILED")
+                    parent.finish("KILLED" if interrupted else "FAILED")
             raise
         return outcomes
+
+    def close_in_flight(self, experiment_id: str, studies: list[optuna.Study], reason: str = INTERRUPTED) -> None:
+        """After an interrupt: this process's trials still RUNNING become FAIL with their parameters
+        queued again, its MLflow runs still RUNNING become KILLED. run_trial and evaluate close the
+        run they train; this catches the other points where an interrupt can land (a trial asked
+        for but not started, an eval seed claimed, a closing write cut short)."""
+        for study in studies:
+            for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                if trial.user_attrs.get("worker") == WORKER_ID:
+                    study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
+                    study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+                    _retry_later(study, trial.params, trial.number)
+        for run in self.tracker.find_runs(experiment_id, {"study": self.spec.name, "worker": WORKER_ID},
+                                          status="RUNNING"):
+            self.tracker.client.set_tag(run.info.run_id, "error", reason)
+            self.tracker.client.set_terminated(run.info.run_id, "KILLED")
 
     def reap(self, experiment_id: str, study: optuna.Study, *, sweep_runs: bool = False) -> None:
         """Under the lock: trials whose worker died (same host: pid gone; RDB: heartbeat stale) are
@@ -310,9 +348,9 @@ class StudyRunner:
         trials = study.get_trials(deepcopy=False)
         outcome.complete = sum(tr.state == TrialState.COMPLETE for tr in trials)
         outcome.pruned = sum(tr.state == TrialState.PRUNED for tr in trials)
-        outcome.failed = sum(tr.state == TrialState.FAIL for tr in trials)
-        outcome.retried = sum(tr.state == TrialState.FAIL and tr.user_attrs.get("fail_reason", "").startswith(
-            RETRIED_REASONS) for tr in trials)
+        # an interrupted or preempted trial is not a failure of its configuration (and is tried again)
+        outcome.failed = sum(tr.state == TrialState.FAIL and tr.user_attrs.get("fail_reason") not in (
+            INTERRUPTED, PREEMPTED) for tr in trials)
         outcome.best_value = _best_value(study)
         return sum(tr.state == TrialState.RUNNING for tr in trials)
 
@@ -325,7 +363,7 @@ class StudyRunner:
             with self.lock.hold():
                 self.reap(experiment_id, study)
                 running = self.counts(study, outcome)
-                if outcome.failed - outcome.retried > t.max_failed_trials:
+                if outcome.failed > t.max_failed_trials:
                     raise RuntimeError(f"arm '{arm.name}': {outcome.failed} trials failed (max_failed_trials="
                                        f"{t.max_failed_trials}); see the FAILED runs' 'error' tag")
                 if outcome.complete + outcome.pruned + running >= t.n_trials:
@@ -376,12 +414,13 @@ class StudyRunner:
                 logger.finish("KILLED", background=True)
                 study.tell(trial, state=TrialState.PRUNED)
         except KeyboardInterrupt:
-            self._fail(study, trial, logger, "interrupted", "KILLED")
+            self._fail(study, trial, logger, INTERRUPTED, "KILLED")
+            _retry_later(study, trial.params, trial.number)
             raise
-        except Preempted:  # tried again with the same parameters, like a trial whose worker died
-            with self.lock.hold():
-                self._fail(study, trial, logger, "preempted", "KILLED")
-                study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+        except Preempted:  # tried again with the same parameters, as after an interrupt
+            with self.lock.hold():  # the free slot goes to the retry, not to a new configuration
+                self._fail(study, trial, logger, PREEMPTED, "KILLED")
+                _retry_later(study, trial.params, trial.number)
             raise
         except Exception as err:  # a broken trial must not take the study down
             self._fail(study, trial, logger, flat_error(err), "FAILED")
@@ -454,8 +493,10 @@ class StudyRunner:
                 result = execute(config, logger, context=self.context(logger))
                 self.record(logger, result)
             except BaseException as err:
-                logger.set_tags({"error": "preempted" if isinstance(err, Preempted) else flat_error(err)})
-                logger.finish("KILLED" if isinstance(err, (KeyboardInterrupt, Preempted)) else "FAILED")
+                interrupted = isinstance(err, (KeyboardInterrupt, Preempted))
+                reason = PREEMPTED if isinstance(err, Preempted) else INTERRUPTED
+                logger.set_tags({"error": reason if interrupted else flat_error(err)})
+                logger.finish("KILLED" if interrupted else "FAILED")
                 raise
             logger.finish("FINISHED")
 
@@ -504,6 +545,12 @@ def trial_reporter(logger: RunLogger | None, trial: optuna.Trial | None, objecti
         return None
 
     return report
+
+
+def _retry_later(study: optuna.Study, params: dict[str, Any], number: int) -> None:
+    """Queue an interrupted trial's parameters, so that the rerun (or another worker) trains them."""
+    if params:
+        study.enqueue_trial(dict(params), user_attrs={"retry_of": number})
 
 
 def _best_value(study: optuna.Study) -> float | None:
