@@ -1,4 +1,4 @@
-"""`bench` command line: run | report | train | list | perf | ui. Thin: parse, call, print."""
+"""`bench` command line: run | status | report | train | list | perf | ui. Thin: parse, call, print."""
 
 from __future__ import annotations
 
@@ -39,6 +39,21 @@ def parser() -> argparse.ArgumentParser:
                      help="worker processes on this machine sharing the stores (other machines may join with "
                           "the same command and a shared --storage/--tracking-uri)")
     run.add_argument("--worker-of", type=int, default=0, help=argparse.SUPPRESS)  # set by --workers: one worker
+    run.add_argument("--launcher", choices=["local", "slurm"], default="local",
+                     help="local: worker processes here (default); slurm: --workers N Slurm jobs (an sbatch array)")
+    run.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
+                     help="sbatch option for --launcher slurm, over the study's [slurm] table: partition, time, "
+                          "cpus-per-task, gpus-per-node, mem, account, qos; signal=SIG@SECONDS (default TERM@90) "
+                          "and grace=SECONDS (default 20) for preemption")
+    run.add_argument("--detach", action="store_true",
+                     help="--launcher slurm: return after submitting; prints the job ids and how to follow the study")
+    run.add_argument("--shared-fs", action="store_true",
+                     help="--launcher slurm: the file stores (journal, SQLite) are on a filesystem every node mounts")
+    run.add_argument("--slurm-worker", action="store_true", help=argparse.SUPPRESS)  # set in the batch script
+
+    st = sub.add_parser("status", help="where a study stands: trials, eval seeds, best values, running workers")
+    st.add_argument("study")
+    _store_flags(st)
 
     rep = sub.add_parser("report", help="rebuild the report from MLflow + Optuna only")
     rep.add_argument("study")
@@ -96,6 +111,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench import spec as spec_mod
     from bench import studyfile
 
+    if args.launcher == "slurm" and not args.slurm_worker:
+        from bench.launch import slurm
+
+        code, spec, uri = slurm.launch(args)
+        return code if code or args.detach else _report(spec, uri, args)
     # Validating a study imports no torch, Lightning, MLflow or Optuna: a bad file is rejected in
     # well under 2 s, before the heavy imports below.
     spec = spec_mod.load(args.study)
@@ -111,6 +131,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     started_ms = int(time.time() * 1000)
     if not args.worker_of:  # a launcher prepared the stores for its workers
         stores.prepare(spec.name, args.storage, uri)
+    if args.slurm_worker:  # one task of a Slurm job array
+        from bench.launch import slurm
+
+        return slurm.work(spec, uri, args)
     if args.workers > 1:
         code = _run_workers(args, spec.name, uri, started_ms)
         return code if code or interrupt.received() else _report(spec, uri, args)
@@ -191,6 +215,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     uri = tracking_uri(args.tracking_uri)
     stores.check(args.storage, uri)
     return _report(spec, uri, args)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from bench import spec as spec_mod
+    from bench import status
+    from bench.tracking import tracking_uri
+
+    spec = spec_mod.load(args.study)
+    return status.main(spec.quick_variant() if args.quick else spec, args.storage, tracking_uri(args.tracking_uri))
 
 
 def _report(spec: Any, uri: str, args: argparse.Namespace) -> int:
@@ -289,14 +322,23 @@ def main(argv: list[str] | None = None) -> int:
         # (after Ctrl-C, most of the time to return). Frozen objects are skipped by that last collection.
         atexit.register(gc.freeze)
     args = parser().parse_args(argv)
+    from bench.launch.options import UsageError
     from bench.studyfile import OutputDirError, SpecError
 
     try:  # nothing heavy is imported before a bad study file or folder is refused
+        if args.command == "run" and args.launcher == "slurm" and not args.slurm_worker:
+            from bench.launch.slurm import check_environment
+
+            check_environment(args)  # bad --slurm values, local stores, no sbatch: refused at once
+        if args.command == "run" and args.slurm_worker:
+            from bench.launch.slurm import worker_main
+
+            return worker_main(args, _dispatch)  # its stop handler comes before the imports
         return _dispatch(args)
     except SpecError as err:
         print(err, file=sys.stderr)
         return EXIT_USAGE
-    except OutputDirError as err:
+    except (OutputDirError, UsageError) as err:
         print(f"bench {args.command}: {err}", file=sys.stderr)
         return EXIT_USAGE
 
@@ -307,10 +349,12 @@ def _dispatch(args: argparse.Namespace) -> int:
     from bench.registry import UnknownNameError
     from bench.studyfile import SpecError
 
-    handlers = {"run": cmd_run, "report": cmd_report, "train": cmd_train, "list": cmd_list, "perf": cmd_perf,
-                "ui": cmd_ui}
-    # run / train: SIGTERM stops them as Ctrl-C does (runs in flight KILLED), see bench.interrupt
-    signals = interrupt.handling() if args.command in ("run", "train") else contextlib.nullcontext()
+    handlers = {"run": cmd_run, "status": cmd_status, "report": cmd_report, "train": cmd_train, "list": cmd_list,
+                "perf": cmd_perf, "ui": cmd_ui}
+    # run / train: SIGTERM stops them as Ctrl-C does (runs in flight KILLED), see bench.interrupt; a
+    # Slurm worker handles SIGTERM itself (a grace period, then requeue: bench.launch.preempt)
+    own = args.command in ("run", "train") and not getattr(args, "slurm_worker", False)
+    signals = interrupt.handling() if own else contextlib.nullcontext()
     try:
         with signals:
             return handlers[args.command](args)

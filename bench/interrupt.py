@@ -104,6 +104,11 @@ def deferred() -> Iterator[None]:
             raise KeyboardInterrupt
 
 
+def deferring() -> bool:
+    """True inside a deferred() block: a short store update is in progress in the main thread."""
+    return _state.depth > 0
+
+
 @contextlib.contextmanager
 def forwarding(procs: Sequence[subprocess.Popen]) -> Iterator[None]:
     """Every SIGINT/SIGTERM the launcher receives inside the block goes on to its live workers

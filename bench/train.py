@@ -111,6 +111,8 @@ def fit(config: RunConfig, reporter: Reporter | None = None, *, launched: bool =
     run = _Run(config, reporter, data.val, [info.load()(**kw) for info, kw in routed.regularizers])
     module = build_module(config, data, routed, run, config.epochs * math.ceil(len(batches) / batches.accumulate))
     trainer = build_trainer(config, device, module, run.regularizers, batches.accumulate)
+    if callable(handler := signal.getsignal(signal.SIGTERM)):
+        module.own_sigterm = handler  # a Slurm worker's grace-period handler survives Lightning's
     _fit_interruptible(trainer, module, batches)
     return run.result(trainer, module, data.test, device)
 

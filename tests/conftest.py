@@ -78,3 +78,19 @@ def mlflow_server(postgres, tmp_path_factory):
     server = MlflowServer(postgres.url("mlflow"), tmp_path_factory.mktemp("mlflow") / "artifacts")
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    """A private single-node Slurm cluster (munged, slurmctld, slurmd) on 127.0.0.1."""
+    import shutil
+    import tempfile
+
+    from tests.services import Slurm
+
+    root = Path(tempfile.mkdtemp(prefix="bench-slurm-"))  # not pytest's tmp dir: munged must reach it
+    root.chmod(0o755)
+    cluster = Slurm(root / "cluster").start()
+    yield cluster
+    cluster.stop()
+    shutil.rmtree(root, ignore_errors=True)

@@ -14,6 +14,8 @@ module stays automatic: `training_step` returns the loss, as a plain Trainer or 
 from __future__ import annotations
 
 import inspect
+import signal
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -45,6 +47,9 @@ class BenchModule(pl.LightningModule):
         self.after_epoch: Callable[[pl.Trainer, BenchModule, float], None] | None = None
         self._steps_itself = False  # see optimize_in_training_step
         self._gradient_clip_norm: float | None = None
+        # A process that handles SIGTERM itself (a Slurm worker's grace period, bench.launch.preempt)
+        # keeps its handler during fit: Lightning installs its own, which ends fit at the next batch.
+        self.own_sigterm: Callable[..., Any] | None = None
         # Regularization hooks (filled by train.fit from bench/optim/regularization.py):
         self.loss_penalties: list[Callable[[nn.Module], torch.Tensor]] = []  # added to the training loss
         self.batch_transforms: list[Callable[[torch.Tensor], torch.Tensor]] = []  # training inputs only
@@ -158,6 +163,8 @@ class BenchModule(pl.LightningModule):
         self._gradient_clip_norm = norm
 
     def on_train_start(self) -> None:
+        if self.own_sigterm is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.own_sigterm)  # Lightning restores it again at teardown
         if self._steps_itself:  # looked up once, not per step
             self._optimizer, self._scheduler = self.optimizers(), self.lr_schedulers()
             self._accumulate = getattr(self.trainer.train_dataloader, "accumulate", 1)

@@ -12,10 +12,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bench.data import DATASETS
 from bench.hparams import Dist
+from bench.launch import options as slurm_options
 from bench.models import MODELS
 from bench.optim import OPTIMIZERS, REGULARIZERS, SCHEDULES
 from bench.registry import Registry
@@ -186,12 +187,27 @@ class StudySpec(Strict):
     quick: QuickSpec = QuickSpec()
     factorial: FactorialSpec | None = None
     arms: list[ArmSpec] = Field(default_factory=list)  # explicit arms; factorial cells are added after them
+    # defaults for `bench run --launcher slurm` (sbatch option names; --slurm KEY=VALUE wins)
+    slurm: dict[str, str | int] = Field(default_factory=dict)
 
     _model = field_validator("model")(lambda v: known(MODELS, v))
     _regs = field_validator("regularizers")(lambda v: [known(REGULARIZERS, r) for r in v])
     _dataset = field_validator("dataset")(lambda v: known(DATASETS, v))
     _schedule = field_validator("schedule")(lambda v: known(SCHEDULES, v))
     _params = field_validator("params", mode="before")(lambda v: flatten(v, leaf_dicts=False))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _slurm(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not isinstance(data.get("slurm"), dict):
+            return data
+        out = {}
+        for key, value in data["slurm"].items():
+            try:
+                out[key.replace("_", "-")] = slurm_options.check(key, value)
+            except ValueError as err:  # "time: ..." names the key; "unknown key ..." does not
+                raise ValueError(f"slurm{': ' if str(err).startswith('unknown') else '.'}{err}") from None
+        return {**data, "slurm": out}
 
     @field_validator("name")
     @classmethod

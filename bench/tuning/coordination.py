@@ -40,6 +40,17 @@ def worker_id(pid: int) -> str:
 WORKER_ID = worker_id(os.getpid())
 
 
+def slurm_job() -> str:
+    """This process's Slurm job as scancel/squeue name it ("123_4" for an array task), else ""."""
+    if os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID"):
+        return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    return os.environ.get("SLURM_JOB_ID", "")
+
+
+# Who holds a trial or an eval run: Optuna user attrs and MLflow tags (bench status shows them).
+WORKER_ATTRS = {"worker": WORKER_ID, **({"slurm_job": slurm_job()} if slurm_job() else {})}
+
+
 def worker_alive(worker: str | None) -> bool:
     """False only when we can tell: same host and the pid is gone."""
     if not worker or ":" not in worker:

@@ -43,7 +43,7 @@ def trial_index(study: optuna.Study, trial: FrozenTrial) -> int:
 
 def _raised(trial: FrozenTrial) -> bool:
     reason = str(trial.user_attrs.get("fail_reason", "orphaned"))
-    return not reason.startswith(("orphaned", "interrupted"))
+    return not reason.startswith(("orphaned", "interrupted", "preempted"))  # these are retried
 
 
 def _random_states(sampler: BaseSampler, path: str = "") -> Iterator[tuple[str, LazyRandomState]]:

@@ -24,11 +24,12 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from bench.launch.preempt import Preempted
 from bench.spec import Arm, RunConfig, StudySpec, arms, direction_of
 from bench.tracking import INTERRUPTED, WRITER, RunLogger, Tracker, dataset_inputs, flat_error, redact, study_file_tags
 from bench.train import RunResult
 from bench.tuning import samplers
-from bench.tuning.coordination import WORKER_ID, Heartbeat, StudyLock, heartbeats_on, worker_alive
+from bench.tuning.coordination import WORKER_ATTRS, WORKER_ID, Heartbeat, StudyLock, heartbeats_on, worker_alive
 from bench.tuning.executor import execute
 from bench.tuning.seeding import PerTrialSeeds
 from bench.tuning.space import sample
@@ -49,6 +50,7 @@ SWEEP_RUNS_EVERY_S = 30.0
 EVAL_SEED_BASE = 1000  # eval seeds differ from the tuning seed: no selection on the eval noise
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 SPLITS = ("train", "val", "test")  # tuning runs use the first two; eval runs and arms all three
+PREEMPTED = "preempted"  # fail_reason / error of a run stopped by a Slurm worker's signal (bench.launch.preempt)
 
 
 def optuna_study_name(spec: StudySpec, arm: Arm) -> str:
@@ -77,8 +79,10 @@ class StudyRunner:
     """Runs (or resumes) every arm of a study against one Optuna storage and one MLflow store."""
 
     def __init__(self, spec: StudySpec, *, tracking_uri: str, storage_url: str | None,
-                 progress: Progress = _quiet, study_file: str | None = None, workers: int = 1) -> None:
+                 progress: Progress = _quiet, study_file: str | None = None, workers: int = 1,
+                 stop: Callable[[], None] = lambda: None) -> None:
         self.spec = spec
+        self.stop = stop  # raises bench.launch.preempt.Preempted where the worker must stop taking work
         self.workers = workers  # > 1: TPE fantasizes running trials (constant liar)
         self.lock = StudyLock(storage_url, spec.name)
         self.tracker = Tracker(tracking_uri)
@@ -153,7 +157,7 @@ class StudyRunner:
                   config: RunConfig, tags: dict[str, Any]) -> RunLogger:
         logger = self.tracker.start_run(experiment_id, name, {
             "study": self.spec.name, **arm.tags(), "seed": str(config.seed),
-            "config_hash": config.hash(), "worker": WORKER_ID,
+            "config_hash": config.hash(), **WORKER_ATTRS,
             "optimizer": config.optimizer,  # the one it trains with (an arm may choose among several)
             **config.source_tags(),  # built-in, plug-in package + version, or import path
             **{k: str(v) for k, v in tags.items()},
@@ -217,18 +221,19 @@ class StudyRunner:
                 parent.finish("FINISHED")
                 self.progress("arm_done", {"arm": arm.name, "outcome": outcome})
         except BaseException as err:
-            interrupted = isinstance(err, KeyboardInterrupt)
+            interrupted = isinstance(err, (KeyboardInterrupt, Preempted))
             try:
                 WRITER.drain()  # close the trial runs already handed to the writer thread
             finally:
                 if interrupted:
-                    self.close_in_flight(experiment_id, [study for _arm, study, _parent in cells])
+                    self.close_in_flight(experiment_id, [study for _arm, study, _parent in cells],
+                                         PREEMPTED if isinstance(err, Preempted) else INTERRUPTED)
                 for _arm, _study, parent in cells:
                     parent.finish("KILLED" if interrupted else "FAILED")
             raise
         return outcomes
 
-    def close_in_flight(self, experiment_id: str, studies: list[optuna.Study]) -> None:
+    def close_in_flight(self, experiment_id: str, studies: list[optuna.Study], reason: str = INTERRUPTED) -> None:
         """After an interrupt: this process's trials still RUNNING become FAIL with their parameters
         queued again, its MLflow runs still RUNNING become KILLED. run_trial and evaluate close the
         run they train; this catches the other points where an interrupt can land (a trial asked
@@ -236,12 +241,12 @@ class StudyRunner:
         for study in studies:
             for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 if trial.user_attrs.get("worker") == WORKER_ID:
-                    study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", INTERRUPTED)
+                    study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
                     study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
                     _retry_later(study, trial.params, trial.number)
         for run in self.tracker.find_runs(experiment_id, {"study": self.spec.name, "worker": WORKER_ID},
                                           status="RUNNING"):
-            self.tracker.client.set_tag(run.info.run_id, "error", INTERRUPTED)
+            self.tracker.client.set_tag(run.info.run_id, "error", reason)
             self.tracker.client.set_terminated(run.info.run_id, "KILLED")
 
     def reap(self, experiment_id: str, study: optuna.Study, *, sweep_runs: bool = False) -> None:
@@ -280,9 +285,9 @@ class StudyRunner:
         trials = study.get_trials(deepcopy=False)
         outcome.complete = sum(tr.state == TrialState.COMPLETE for tr in trials)
         outcome.pruned = sum(tr.state == TrialState.PRUNED for tr in trials)
-        # an interrupted trial is not a failure of its configuration (and is tried again)
-        outcome.failed = sum(tr.state == TrialState.FAIL and tr.user_attrs.get("fail_reason") != INTERRUPTED
-                             for tr in trials)
+        # an interrupted or preempted trial is not a failure of its configuration (and is tried again)
+        outcome.failed = sum(tr.state == TrialState.FAIL and tr.user_attrs.get("fail_reason") not in (
+            INTERRUPTED, PREEMPTED) for tr in trials)
         outcome.best_value = _best_value(study)
         return sum(tr.state == TrialState.RUNNING for tr in trials)
 
@@ -291,6 +296,7 @@ class StudyRunner:
         t = self.spec.tuning
         outcome = ArmOutcome(arm)
         while True:
+            self.stop()
             with self.lock.hold():
                 self.reap(experiment_id, study)
                 running = self.counts(study, outcome)
@@ -300,7 +306,8 @@ class StudyRunner:
                 if outcome.complete + outcome.pruned + running >= t.n_trials:
                     return
                 trial = study.ask()
-                trial.set_user_attr("worker", WORKER_ID)
+                for key, value in WORKER_ATTRS.items():  # host:pid, and the Slurm job when there is one
+                    trial.set_user_attr(key, value)
             done = outcome.complete + outcome.pruned
             self.progress("trial_start", {"arm": arm.name, "trial": trial.number, "done": done, "total": t.n_trials})
             self.run_trial(experiment_id, arm, study, trial, parent)
@@ -347,6 +354,11 @@ class StudyRunner:
             self._fail(study, trial, logger, INTERRUPTED, "KILLED")
             _retry_later(study, trial.params, trial.number)
             raise
+        except Preempted:  # tried again with the same parameters, as after an interrupt
+            with self.lock.hold():  # the free slot goes to the retry, not to a new configuration
+                self._fail(study, trial, logger, PREEMPTED, "KILLED")
+                _retry_later(study, trial.params, trial.number)
+            raise
         except Exception as err:  # a broken trial must not take the study down
             self._fail(study, trial, logger, flat_error(err), "FAILED")
 
@@ -388,6 +400,7 @@ class StudyRunner:
         tags = {"study": self.spec.name, "arm": arm.name, "phase": "eval", "best_trial": str(best.number)}
         seeds = [EVAL_SEED_BASE + k for k in range(self.spec.eval.seeds)]
         while True:
+            self.stop()
             with self.lock.hold():
                 finished, claimed = {}, set()
                 for run in self.tracker.find_runs(experiment_id, tags):
@@ -417,8 +430,9 @@ class StudyRunner:
                 result = execute(config, logger, context=self.context(logger))
                 self.record(logger, result)
             except BaseException as err:
-                interrupted = isinstance(err, KeyboardInterrupt)
-                logger.set_tags({"error": INTERRUPTED if interrupted else flat_error(err)})
+                interrupted = isinstance(err, (KeyboardInterrupt, Preempted))
+                reason = PREEMPTED if isinstance(err, Preempted) else INTERRUPTED
+                logger.set_tags({"error": reason if interrupted else flat_error(err)})
                 logger.finish("KILLED" if interrupted else "FAILED")
                 raise
             logger.finish("FINISHED")

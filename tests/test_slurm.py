@@ -1,0 +1,357 @@
+"""`bench run --launcher slurm` and `bench status` on a real single-node Slurm cluster (started by
+tests/services.py), with PostgreSQL + an `mlflow server` as the shared stores; and the launcher's
+refusals, batch script and preemption handling, which need no cluster."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+from bench import spec as spec_mod
+from bench.cli import main
+from bench.launch import slurm as launcher
+from bench.launch.preempt import Preempted, StopOnSignal
+from bench.tuning.storage import open_storage
+from bench.tuning.study import arms
+from tests.conftest import REPO, STUDIES
+from tests.services import SECRET
+from tests.test_workers import study_file
+
+QUICKSTART = str(STUDIES / "quickstart.toml")
+
+
+def note(line: str) -> None:
+    """Wall times and counts for the record: appended to $BENCH_TEST_NOTES when set (pytest captures output)."""
+    if os.environ.get("BENCH_TEST_NOTES"):
+        with open(os.environ["BENCH_TEST_NOTES"], "a") as out:
+            out.write(line + "\n")
+
+
+def timing(what: str, seconds: float) -> None:
+    note(f"[timing] {what}: {seconds:.1f} s")
+
+
+# --- no cluster needed ---------------------------------------------------------------------------
+def test_local_stores_a_bad_option_and_a_missing_sbatch_are_refused_in_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    pg, server = f"postgresql://bench:{SECRET}@db/optuna", "http://tracking:5000"
+    cases = [
+        ([], "the Optuna storage optuna.journal is a file on this machine"),
+        (["--storage", "sqlite:///o.db", "--tracking-uri", server], "the Optuna storage sqlite:///o.db is a file"),
+        (["--storage", pg], "the MLflow store is a file on this machine"),
+        (["--storage", pg, "--tracking-uri", pg.replace("optuna", "mlflow")],
+         "the MLflow store is a postgresql database without a server"),
+        (["--storage", pg, "--tracking-uri", server, "--slurm", "time=soon"], "--slurm time: 'soon' is not minutes"),
+        (["--storage", pg, "--tracking-uri", server, "--slurm", "gpus=2"], "--slurm unknown key 'gpus'"),
+        (["--storage", pg, "--tracking-uri", server, "--slurm", "partition=a;b"], "is not a partition name"),
+        (["--storage", pg, "--tracking-uri", server, "--workers", "0"], "--workers 0: must be >= 1"),
+    ]
+    for flags, message in cases:
+        start = time.monotonic()
+        assert main(["run", QUICKSTART, "--launcher", "slurm", *flags]) == 2
+        err = capsys.readouterr().err
+        assert time.monotonic() - start < 2  # before torch, Lightning and the stores
+        assert err.count("\n") == 1 and message in err and SECRET not in err, err
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
+    assert main(["run", QUICKSTART, "--launcher", "slurm", "--shared-fs"]) == 2
+    assert capsys.readouterr().err == ("bench run: --launcher slurm: sbatch not found on PATH (run this on a Slurm "
+                                       "login node, or run the workers here with --workers N)\n")
+    assert not list(tmp_path.iterdir())  # nothing was created
+
+
+def test_the_study_files_slurm_table_is_checked_and_the_command_line_wins(tmp_path):
+    path = tmp_path / "s.toml"
+    base = 'name = "s"\nmodel = "linear"\ndataset = "digits"\n[[arms]]\noptimizer = "sgd"\n'
+    path.write_text(base + '[slurm]\ntime = "1:00:00"\ncpus-per-task = 4\npartition = "cpu"\n')
+    spec = spec_mod.load(path)
+    assert spec.slurm == {"time": "1:00:00", "cpus-per-task": 4, "partition": "cpu"}
+    opts = {**launcher.options.DEFAULTS, **spec.slurm, **launcher.options.parse(["time=30", "qos=high"])}
+    lines = launcher.resources([a.execution for a in arms(spec)], opts)
+    assert lines == ["--nodes=1", "--ntasks=1", "--cpus-per-task=4", "--partition=cpu", "--time=30", "--qos=high"]
+    for table, message in (('timelimit = "1"', "slurm: unknown key 'timelimit'"),
+                           ('mem = "lots"', "slurm.mem: 'lots' is not a size"),
+                           ('signal = "KILL@60"', "slurm.signal: SIGKILL cannot be handled")):
+        path.write_text(base + f"[slurm]\n{table}\n")
+        with pytest.raises(spec_mod.SpecError, match=re.escape(message)):
+            spec_mod.load(path)
+
+
+def test_the_batch_script_requests_what_the_arms_need(tmp_path):
+    def script(executions, **opts):
+        return launcher.batch_script(study="/w/s.toml", name="s", workers=3, opts={**launcher.options.DEFAULTS, **opts},
+                                     executions=executions, quick=True, results_dir="/w/results", workdir=Path("/w"),
+                                     python="/venv/bin/python", root=Path("/src"))
+
+    cpu = {"accelerator": "auto", "devices": 1, "num_nodes": 1}
+    text = script([cpu])
+    sbatch = [line.removeprefix("#SBATCH ") for line in text.splitlines() if line.startswith("#SBATCH")]
+    assert sbatch == ["--job-name=bench-s", "--array=0-2", "--output=/w/slurm-logs/s/%A_%a.out", "--open-mode=append",
+                      "--chdir=/w", "--export=ALL", "--requeue", "--signal=B:TERM@90", "--nodes=1", "--ntasks=1",
+                      "--cpus-per-task=1"]
+    assert text.splitlines()[-1] == (
+        "exec /venv/bin/python -m bench.cli run /w/s.toml --slurm-worker --worker-of 3 --quiet --results-dir "
+        '/w/results --slurm signal=TERM@90 --slurm grace=20 --quick --storage "$BENCH_STORAGE" --tracking-uri '
+        '"$MLFLOW_TRACKING_URI"')
+    gpus = {"accelerator": "gpu", "devices": 4, "num_nodes": 1}
+    assert "--ntasks=1\n#SBATCH --cpus-per-task=4\n#SBATCH --gpus-per-node=4\n" in script([cpu, gpus])
+    nodes = {"accelerator": "gpu", "devices": 8, "num_nodes": 2}
+    text = script([cpu, nodes], **{"cpus-per-task": 6, "signal": "USR1@300", "time": "2-00:00:00"})
+    assert ("#SBATCH --signal=B:USR1@300\n#SBATCH --nodes=2\n#SBATCH --ntasks-per-node=8\n#SBATCH --cpus-per-task=6\n"
+            "#SBATCH --gpus-per-node=8\n#SBATCH --time=2-00:00:00\n") in text
+
+
+def test_a_signal_stops_new_work_and_the_run_in_flight_gets_its_grace_period():
+    previous = signal.getsignal(signal.SIGUSR1)
+    try:
+        stop = StopOnSignal((signal.SIGUSR1,), grace_s=0.5).install()
+        stop.check()  # no signal yet: nothing happens
+        os.kill(os.getpid(), signal.SIGUSR1)
+        time.sleep(0.1)  # a run that ends within the grace period ends normally ...
+        with pytest.raises(Preempted, match="stopped before taking new work"):
+            stop.check()  # ... and no new work is taken
+        stop = StopOnSignal((signal.SIGUSR1,), grace_s=0.5).install()
+        os.kill(os.getpid(), signal.SIGUSR1)
+        start = time.monotonic()
+        with pytest.raises(Preempted, match="did not finish within the 0.5 s grace period"):
+            time.sleep(30)  # a run that outlasts it is interrupted, even inside a blocking call
+        assert 0.4 < time.monotonic() - start < 5
+        os.kill(os.getpid(), signal.SIGUSR1)  # once stopped, further signals change nothing
+        time.sleep(0.1)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+
+def test_fit_keeps_the_processs_own_sigterm_handler():
+    """Lightning's SIGTERM handler would end fit at the next batch, taking the grace period away."""
+    from bench.spec import RunConfig
+    from bench.train import fit
+
+    seen = []
+    previous = signal.signal(signal.SIGTERM, lambda *_: seen.append(time.monotonic()))
+    try:
+        config = RunConfig.build(model="mlp", dataset="digits", optimizer="sgd", epochs=6, params={"batch_size": 32})
+
+        def reporter(epoch, metrics):
+            if epoch == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        result = fit(config, reporter=reporter)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert len(seen) == 1 and result.epochs == 6 and result.status == "completed"
+
+
+# --- on the cluster ---------------------------------------------------------------------------------
+def _trials(storage, name: str, arm: str):
+    return optuna.load_study(study_name=f"{name}/{arm}", storage=storage).trials
+
+
+def check_exact(spec, storage, tracking_uri: str, *, preempted_only: bool = True) -> dict[str, Counter]:
+    """Budgets exact and nothing left RUNNING in either store; returns the trial states per arm."""
+    client = MlflowClient(tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name(spec.name).experiment_id], max_results=5000)
+    assert not [r.info.run_name for r in runs if r.info.status == "RUNNING"]
+    states = {}
+    for arm in arms(spec):
+        trials = _trials(storage, spec.name, arm.name)
+        count = Counter(t.state for t in trials)
+        states[arm.name] = count
+        assert count[TrialState.COMPLETE] + count[TrialState.PRUNED] == spec.tuning.n_trials
+        assert count[TrialState.RUNNING] == count[TrialState.WAITING] == 0
+        if preempted_only:
+            assert all(t.user_attrs["fail_reason"] == "preempted" for t in trials if t.state == TrialState.FAIL)
+        evals = [r for r in runs if r.data.tags.get("arm") == arm.name and r.data.tags.get("phase") == "eval"
+                 and r.info.status == "FINISHED"]
+        assert sorted(int(r.data.tags["seed"]) for r in evals) == [1000 + k for k in range(spec.eval.seeds)]
+    parents = [r for r in runs if r.data.tags.get("phase") == "arm"]
+    assert len(parents) == len(states) and all(r.info.status == "FINISHED" for r in parents)
+    return states
+
+
+def _numbers(results: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The report's numbers, without what differs between runs of the same study (time, run ids)."""
+    summary = pd.read_csv(results / "summary.csv")
+    summary = summary.drop(columns=[c for c in summary if "wall_time" in c or c.endswith(("run_id", "run_ids"))])
+    return summary, pd.read_csv(results / "pairwise.csv")
+
+
+
+@pytest.mark.slow
+def test_quickstart_on_three_slurm_workers_matches_the_local_run(slurm, postgres, mlflow_server, stores,
+                                                                  monkeypatch, capfd):
+    monkeypatch.chdir(stores.root)
+    spec = spec_mod.load(QUICKSTART).quick_variant()
+    storage_url = postgres.url("optuna")
+    start = time.monotonic()
+    assert main(["run", QUICKSTART, "--quick", "--launcher", "slurm", "--workers", "3", "--storage", storage_url,
+                 "--tracking-uri", mlflow_server.url, "--results-dir", str(stores.results)]) == 0
+    slurm_s = time.monotonic() - start
+    out, err = capfd.readouterr()
+    job = re.search(r"submitted Slurm job array (\d+)", out).group(1)
+    assert SECRET not in out + err and "Traceback" not in err
+    storage = open_storage(storage_url)
+    states = check_exact(spec, storage, mlflow_server.url)
+    assert all(s[TrialState.FAIL] == 0 for s in states.values())
+    holders = {t.user_attrs["slurm_job"] for a in arms(spec) for t in _trials(storage, spec.name, a.name)}
+    assert holders <= {f"{job}_{k}" for k in range(3)} and len(holders) >= 2  # the jobs shared the work
+    slurm.wait_idle()
+
+    local = stores.root / "local"
+    local.mkdir()
+    start = time.monotonic()
+    assert main(["run", QUICKSTART, "--quick", "--workers", "3", "--quiet", "--storage", str(local / "optuna.journal"),
+                 "--tracking-uri", f"sqlite:///{local}/mlflow.db", "--results-dir", str(local / "results")]) == 0
+    local_s = time.monotonic() - start
+    timing("quickstart --quick, --launcher slurm --workers 3", slurm_s)
+    timing("quickstart --quick, local --workers 3", local_s)
+    on_slurm, here = _numbers(stores.results / spec.name), _numbers(local / "results" / spec.name)
+    pd.testing.assert_frame_equal(on_slurm[0], here[0], check_exact=True)
+    pd.testing.assert_frame_equal(on_slurm[1], here[1], check_exact=True)
+
+
+def _wait_for(predicate, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _running_trial(storage, name: str, arm: str):
+    try:
+        trials = _trials(storage, name, arm)
+    except KeyError:
+        return None
+    running = [t for t in trials if t.state == TrialState.RUNNING and "mlflow_run_id" in t.user_attrs]
+    return running[0] if running else None
+
+
+def _submit(args: list[str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "bench.cli", "run", *args], cwd=cwd, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+
+
+@pytest.mark.slow
+def test_a_cancelled_worker_job_fails_its_trial_and_another_worker_retries_it(slurm, postgres, mlflow_server,
+                                                                              stores):
+    path = study_file(stores.root, "scancel", n_trials=3, epochs=150, model="mlp", seeds=2)
+    spec = spec_mod.load(path)
+    storage_url = postgres.url("optuna")
+    start = time.monotonic()
+    proc = _submit([path, "--launcher", "slurm", "--workers", "2", "--quiet", "--slurm", "grace=0",
+                    "--storage", storage_url, "--tracking-uri", mlflow_server.url,
+                    "--results-dir", str(stores.results)], stores.root)
+    storage = open_storage(storage_url)
+    victim = _wait_for(lambda: _running_trial(storage, "scancel", "sgd"), 180, "a running trial")
+    subprocess.run(["scancel", victim.user_attrs["slurm_job"]], check=True)
+    out, err = proc.communicate(timeout=600)
+    timing("scancel test (2 workers, one cancelled)", time.monotonic() - start)
+    assert proc.returncode == 0, err
+    dead = _trials(storage, "scancel", "sgd")[victim.number]
+    assert dead.state == TrialState.FAIL and dead.user_attrs["fail_reason"] == "preempted"
+    retry = [t for t in _trials(storage, "scancel", "sgd") if t.user_attrs.get("retry_of") == victim.number]
+    assert len(retry) == 1 and retry[0].params == dead.params and retry[0].state == TrialState.COMPLETE
+    assert retry[0].user_attrs["slurm_job"] != victim.user_attrs["slurm_job"]  # another worker took it over
+    run = MlflowClient(mlflow_server.url).get_run(victim.user_attrs["mlflow_run_id"])
+    assert run.info.status == "KILLED" and run.data.tags["error"] == "preempted"
+    states = check_exact(spec, storage, mlflow_server.url)
+    assert states["sgd"][TrialState.FAIL] == 1 and states["adam"][TrialState.FAIL] == 0
+    log = (stores.root / "slurm-logs" / "scancel" / f"{victim.user_attrs['slurm_job']}.out").read_text()
+    assert "SIGTERM received" in log and "cancelled, not requeued" in log
+    note(f"[counts] scancel: {dict(states['sgd'])} / {dict(states['adam'])}")
+    slurm.wait_idle()
+
+
+@pytest.mark.slow
+def test_a_job_past_its_time_limit_is_requeued_and_the_study_finishes_exactly(slurm, postgres, mlflow_server,
+                                                                              stores):
+    path = study_file(stores.root, "timelimit", n_trials=3, epochs=100, model="mlp", seeds=2)
+    spec = spec_mod.load(path)
+    storage_url = postgres.url("optuna")
+    start = time.monotonic()
+    proc = _submit([path, "--launcher", "slurm", "--workers", "1", "--quiet", "--slurm", "signal=TERM@30",
+                    "--slurm", "grace=2", "--storage", storage_url, "--tracking-uri", mlflow_server.url,
+                    "--results-dir", str(stores.results)], stores.root)
+    storage = open_storage(storage_url)
+
+    def finished():
+        try:
+            return sum(t.state == TrialState.COMPLETE for t in _trials(storage, "timelimit", "sgd"))
+        except KeyError:
+            return 0
+
+    _wait_for(finished, 300, "a finished trial")
+    job = _job_of("timelimit", storage)
+    # Mid-study, the job's time limit becomes one minute (Slurm counts them in minutes): at its next
+    # check (every 30 s) Slurm sends the warning signal, or SIGTERM if the minute is already over.
+    subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=1"], check=True)
+    log = stores.root / "slurm-logs" / "timelimit" / f"{job}.out"
+    _wait_for(lambda: "; requeued" in log.read_text(), 180, "the requeue")
+    # the requeued run may take its time: the study must finish in it, not in yet another one
+    subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=UNLIMITED"], check=True)
+    out, err = proc.communicate(timeout=600)
+    timing("time-limit test (1 worker, limit cut to 1 min mid-study)", time.monotonic() - start)
+    assert proc.returncode == 0, err
+    text = log.read_text()
+    assert text.count("SIGTERM received") == 1 and text.count("; requeued") == 1, text
+    assert text.index("SIGTERM received") < text.index("; requeued")
+    states = check_exact(spec, storage, mlflow_server.url)
+    show = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
+    assert "Restarts=1" in show and "JobState=COMPLETED" in show, show
+    note(f"[counts] time limit: 1 requeue; {dict(states['sgd'])} / {dict(states['adam'])}")
+    slurm.wait_idle()
+
+
+def _job_of(name: str, storage) -> str:
+    """The Slurm job holding the study's trials (one worker)."""
+    return {t.user_attrs["slurm_job"] for t in _trials(storage, name, "sgd") if "slurm_job" in t.user_attrs}.pop()
+
+
+@pytest.mark.slow
+def test_detach_then_status_then_report_on_shared_file_stores(slurm, stores, monkeypatch, capfd):
+    monkeypatch.chdir(stores.root)
+    path = study_file(stores.root, "detached", n_trials=3, epochs=60, model="mlp", seeds=2)
+    start = time.monotonic()
+    assert stores.run("run", path, "--launcher", "slurm", "--workers", "2", "--detach", "--shared-fs") == 0
+    out = capfd.readouterr().out
+    job = re.search(r"submitted Slurm job array (\d+): workers \1_0 \.\.\. \1_1", out).group(1)
+    follow = re.search(r"^follow: +(bench status .*)$", out, re.M).group(1)
+    assert follow == (f"bench status {path} --storage {stores.storage} --tracking-uri {stores.tracking_uri} "
+                      f"--results-dir {stores.results}")
+    assert f"scancel {job}" in out and re.search(r"^report: +bench report ", out, re.M)
+    seen_running, last = False, ""
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        assert main(follow.split()[1:]) == 0
+        last = capfd.readouterr().out
+        seen_running |= bool(re.search(rf"trial \d+: slurm {job}_[01] \(", last))
+        if last.rstrip().endswith("done") and not slurm.jobs():
+            break
+        time.sleep(1)
+    timing("detach + status until done (2 workers)", time.monotonic() - start)
+    lines = last.splitlines()
+    assert lines[0].startswith("study detached: 2 arms, 3 trials and 2 eval seeds each")
+    assert re.fullmatch(r"arm +trials +pruned +failed +running +eval seeds +best val/acc +running on", lines[1])
+    for arm, line in zip(("sgd", "adam"), lines[2:4]):
+        assert re.fullmatch(rf"{arm} +3/3 +0 +0 +0 +2/2 +0\.\d+", line), line
+    assert lines[4] == f"Slurm jobs {job}: none queued or running" and lines[5] == "done"
+    assert seen_running  # while it ran, status named the Slurm job holding a trial
+    assert stores.run("report", path) == 0
+    assert (stores.results / "detached" / "report.md").exists()
+    spec = spec_mod.load(path)
+    check_exact(spec, open_storage(stores.storage), stores.tracking_uri)
