@@ -194,7 +194,7 @@ def test_report_numbers_equal_mlflow_and_optuna(quick_study):
     assert len(md_pairs) == 6
     for cells, (_, p) in zip(md_pairs, pairs.iterrows()):
         assert (cells[0], cells[1], cells[3], cells[6]) == (p["arm_a"], p["arm_b"], "paired t", p["verdict"])
-        assert float(cells[5]) == pytest.approx(p["p_holm"], rel=2e-3)
+        assert float(cells[5]) == pytest.approx(p["p_holm"], rel=5e-3)  # 3 significant digits
         assert ("better" in p["verdict"]) == (p["p_holm"] < 0.05)
 
     # the HTML is the same text: every Markdown ranking cell appears in it, and it stands alone
