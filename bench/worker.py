@@ -18,8 +18,17 @@ from pathlib import Path
 
 
 def main(context_path: str) -> int:
-    ctx = json.loads(Path(context_path).read_text())
+    if context_path.startswith("env:"):  # started by srun on several nodes (bench.tuning.executor)
+        ctx = json.loads(os.environ[context_path.removeprefix("env:")])
+        # Lightning takes the ranks from Slurm's variables; rank-0 duties and the GPU choice here
+        # read the torchrun-style ones
+        for name, slurm in (("RANK", "SLURM_PROCID"), ("LOCAL_RANK", "SLURM_LOCALID"), ("WORLD_SIZE", "SLURM_NTASKS")):
+            os.environ.setdefault(name, os.environ[slurm])
+    else:
+        ctx = json.loads(Path(context_path).read_text())
     devices = ctx["config"]["devices"]
+    if context_path.startswith("env:") and ctx["config"]["strategy"] == "ddp_spawn":
+        return _train(ctx, strategy="ddp")  # srun has started every rank already
     if ctx["config"]["strategy"] == "ddp_spawn" and "LOCAL_RANK" not in os.environ:
         # Ranks started by torch.multiprocessing.spawn, each running Lightning's DDP. (Lightning's own
         # DDPSpawnStrategy would pickle the trainer with its callbacks and reporters into each rank.)

@@ -115,13 +115,15 @@ class Slurm:
     CPUS = 2
 
     def __init__(self, root: Path) -> None:
+        missing = None
         if not (shutil.which("slurmctld") and shutil.which("slurmd") and shutil.which("munged")):
-            if os.environ.get("CI"):
-                pytest.fail("slurm-wlm and munge are required in CI (apt-get install slurm-wlm munge)")
-            pytest.skip(reason="slurm-wlm / munge not installed here (apt-get install slurm-wlm munge); CI fails "
-                               "instead")
-        if os.geteuid() != 0:
-            pytest.skip(reason="the private Slurm cluster runs its daemons as root")
+            missing = "slurm-wlm and munge (apt-get install slurm-wlm munge)"
+        elif os.geteuid() != 0:
+            missing = "root (the private cluster's daemons and its jobs run as root)"
+        if missing and os.environ.get("CI"):
+            pytest.fail(f"the Slurm tests need {missing} in CI")
+        if missing:
+            pytest.skip(reason=f"the Slurm tests need {missing}; CI fails instead")
         self.root = root
         self.conf = root / "slurm.conf"
         self.procs: list[subprocess.Popen] = []

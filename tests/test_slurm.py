@@ -355,3 +355,34 @@ def test_detach_then_status_then_report_on_shared_file_stores(slurm, stores, mon
     assert (stores.results / "detached" / "report.md").exists()
     spec = spec_mod.load(path)
     check_exact(spec, open_storage(stores.storage), stores.tracking_uri)
+
+
+def test_a_multi_node_trial_inside_a_slurm_job_starts_its_ranks_with_srun(monkeypatch, tmp_path):
+    from bench.spec import RunConfig
+    from bench.tuning.executor import CONTEXT_VAR, command
+
+    config = RunConfig.build(model="mlp", dataset="digits", optimizer="sgd", devices=4, num_nodes=2, strategy="ddp")
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    assert command(config, tmp_path / "c.json")[:4] == [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    assert command(config, tmp_path / "c.json") == [
+        "srun", "--nodes=2", "--ntasks-per-node=4", "--kill-on-bad-exit=1", sys.executable, "-m", "bench.worker",
+        f"env:{CONTEXT_VAR}"]
+    one_node = config.model_copy(update={"num_nodes": 1})
+    assert "--standalone" in command(one_node, tmp_path / "c.json")  # inside the job's allocation
+
+
+@pytest.mark.slow
+def test_status_of_a_local_study_and_of_stores_that_do_not_exist(stores, capfd):
+    path = study_file(stores.root, "local", n_trials=2, epochs=1, seeds=2)
+    assert stores.run("status", path) == 2
+    assert capfd.readouterr().err == f"bench status: --storage {stores.storage}: no Optuna storage there\n"
+    assert stores.run("run", path, "--quiet") == 0
+    capfd.readouterr()
+    assert stores.run("status", path) == 0
+    lines = capfd.readouterr().out.splitlines()
+    assert lines[0] == (f"study local: 2 arms, 2 trials and 2 eval seeds each (Optuna {stores.storage}, MLflow "
+                        f"{stores.tracking_uri})")
+    assert [line.split()[:6] for line in lines[2:4]] == [["sgd", "2/2", "0", "0", "0", "2/2"],
+                                                         ["adam", "2/2", "0", "0", "0", "2/2"]]
+    assert lines[-1] == "done" and len(lines) == 5  # no Slurm jobs line for a local study

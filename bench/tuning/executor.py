@@ -5,7 +5,9 @@ because Lightning's DDP launcher would re-execute the launching script on every 
 is started as `python -m torch.distributed.run --standalone --nproc-per-node N -m bench.worker
 CONTEXT.json` (or plain `python -m bench.worker` for ddp_spawn, where Lightning spawns the ranks),
 in a new session so that an interrupt or a crash of one rank takes the whole group down and no
-process is left behind.
+process is left behind. Inside a Slurm job a trial with `num_nodes > 1` is started with `srun`
+instead (one task per device on each node; Lightning's Slurm environment gives the ranks), its
+context passed in the environment because the other nodes cannot read this node's files.
 """
 
 from __future__ import annotations
@@ -41,19 +43,31 @@ def execute(config: RunConfig, reporter: Reporter | None = None, *, context: dic
     return launch(config, context or {})
 
 
+def command(config: RunConfig, ctx_path: Path) -> list[str]:
+    """How the ranks of a multi-process run are started (see the module docstring)."""
+    if config.num_nodes > 1 and os.environ.get("SLURM_JOB_ID"):
+        # rank 0 (SLURM_PROCID 0) runs on the step's first node, this one: it writes the result here
+        return ["srun", f"--nodes={config.num_nodes}", f"--ntasks-per-node={config.devices}", "--kill-on-bad-exit=1",
+                sys.executable, "-m", "bench.worker", f"env:{CONTEXT_VAR}"]
+    if config.strategy == "ddp_spawn":
+        return [sys.executable, "-m", "bench.worker", str(ctx_path)]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc-per-node={config.devices}", "-m", "bench.worker", str(ctx_path)]
+
+
+CONTEXT_VAR = "BENCH_RUN_CONTEXT"  # the context as JSON, for ranks on other nodes (srun)
+
+
 def launch(config: RunConfig, context: dict[str, Any]) -> RunResult:
     with tempfile.TemporaryDirectory(prefix="bench-run-") as tmp:
         ctx_path, result_path = Path(tmp) / "context.json", Path(tmp) / "result.json"
-        ctx_path.write_text(json.dumps({**context, "config": config.model_dump(), "result_path": str(result_path)}))
-        if config.strategy == "ddp_spawn":
-            cmd = [sys.executable, "-m", "bench.worker", str(ctx_path)]
-        else:
-            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                   f"--nproc-per-node={config.devices}", "-m", "bench.worker", str(ctx_path)]
+        payload = json.dumps({**context, "config": config.model_dump(), "result_path": str(result_path)})
+        ctx_path.write_text(payload)
+        cmd = command(config, ctx_path)
         err_path = Path(tmp) / "stderr.txt"
         with open(err_path, "w") as err:
             proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
-                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                    env={**os.environ, "PYTHONUNBUFFERED": "1", CONTEXT_VAR: payload})
             try:
                 code = proc.wait()
             except BaseException:
