@@ -35,8 +35,8 @@ class Stores:
         return ["--storage", self.storage, "--tracking-uri", self.tracking_uri, "--results-dir", str(self.results)]
 
     def run(self, *args: str) -> int:
-        """`bench <args>` against these stores (store flags appended for run/report)."""
-        extra = self.flags() if args and args[0] in ("run", "report") else []
+        """`bench <args>` against these stores (store flags appended for run/report/status)."""
+        extra = self.flags() if args and args[0] in ("run", "report", "status") else []
         return main([*args, *extra])
 
 
