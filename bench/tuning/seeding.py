@@ -1,12 +1,14 @@
-"""Per-trial sampler seeds: every trial's draw is seeded from (study seed, arm, trial index).
+"""Per-trial sampler seeds: every trial's draw is seeded from (study seed, trial index).
 
 A sampler seeded once per process draws the same startup configurations in every worker process
 and again after every restart, so workers and resumed studies re-evaluate configurations that are
 already finished (on a study of 8 TPE trials run by 2 workers, only 6 configurations differed).
 `PerTrialSeeds` wraps the arm's sampler and, before each trial, reseeds every random state the
 sampler owns from a key that no other trial of the arm shares. The draw of a trial then depends
-only on the study seed, the arm, its index and the trials the sampler sees in the storage, not on
-which process asks or how often it was restarted.
+only on the study seed, its index and the trials the sampler sees in the storage, not on which
+process asks or how often it was restarted. The arm is deliberately not part of the key: arms with
+the same search space draw the same startup configurations (common random numbers), so two arms
+that differ only in what they compare, such as a strategy, tune on identical draws.
 
 The index of a trial counts the arm's earlier trials that did not FAIL, or failed by raising. A
 trial failed by a crash is retried with its parameters (an enqueued trial), so a resumed study
@@ -27,9 +29,9 @@ from optuna.samplers._lazy_random_state import LazyRandomState
 from optuna.trial import FrozenTrial, TrialState
 
 
-def trial_seed(base_seed: int, arm: str, index: int) -> int:
-    """A 32-bit seed no other (seed, arm, index) shares by accident (sha256, not Python's salted hash)."""
-    digest = hashlib.sha256(f"{base_seed}/{arm}/{index}".encode()).digest()
+def trial_seed(base_seed: int, index: int | str) -> int:
+    """A 32-bit seed no other (seed, index) shares by accident (sha256, not Python's salted hash)."""
+    digest = hashlib.sha256(f"{base_seed}/{index}".encode()).digest()
     return int.from_bytes(digest[:4], "big")
 
 
@@ -61,13 +63,13 @@ def _random_states(sampler: BaseSampler, path: str = "") -> Iterator[tuple[str, 
 class PerTrialSeeds(BaseSampler):
     """Delegates to `sampler`, reseeding its random states before each trial (module docstring)."""
 
-    def __init__(self, sampler: BaseSampler, *, seed: int, arm: str) -> None:
-        self.sampler, self.seed, self.arm = sampler, seed, arm
+    def __init__(self, sampler: BaseSampler, *, seed: int) -> None:
+        self.sampler, self.seed = sampler, seed
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        base = trial_seed(self.seed, self.arm, trial_index(study, trial))
+        base = trial_seed(self.seed, trial_index(study, trial))
         for name, state in _random_states(self.sampler):
-            state.rng.seed(trial_seed(base, name, 0))
+            state.rng.seed(trial_seed(base, name))
         self.sampler.before_trial(study, trial)
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:

@@ -108,10 +108,10 @@ class StudyRunner:
                                                     workers=self.workers, conditional=bool(arm.choices))
         pruner, pruner_settings = samplers.build(samplers.PRUNERS, arm.pruner, **self.pruner_args())
         # seeded per trial, not per process: workers and restarts never redraw a finished configuration
-        sampler_settings = {**sampler_settings, "seeding": "per trial: sha256(seed/arm/index)"}
+        sampler_settings = {**sampler_settings, "seeding": "per trial: sha256(seed/index)"}
         study = optuna.create_study(storage=self.storage, study_name=optuna_study_name(self.spec, arm),
                                     direction=self.direction, pruner=pruner,
-                                    sampler=PerTrialSeeds(sampler, seed=t.seed, arm=arm.name),
+                                    sampler=PerTrialSeeds(sampler, seed=t.seed),
                                     load_if_exists=True)
         attrs = {
             "bench_study": self.spec.name, "arm": arm.name, "objective": self.spec.objective_metric(),
