@@ -189,7 +189,7 @@ def _numbers(results: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 @pytest.mark.slow
-def test_quickstart_on_three_slurm_workers_matches_the_local_run(slurm, postgres, mlflow_server, stores,
+def test_quickstart_on_three_slurm_workers_matches_the_local_run(slurm, postgres, mlflow_server, quick_study, stores,
                                                                   monkeypatch, capfd):
     monkeypatch.chdir(stores.root)
     spec = spec_mod.load(QUICKSTART).quick_variant()
@@ -197,28 +197,21 @@ def test_quickstart_on_three_slurm_workers_matches_the_local_run(slurm, postgres
     start = time.monotonic()
     assert main(["run", QUICKSTART, "--quick", "--launcher", "slurm", "--workers", "3", "--storage", storage_url,
                  "--tracking-uri", mlflow_server.url, "--results-dir", str(stores.results)]) == 0
-    slurm_s = time.monotonic() - start
+    timing("quickstart --quick, --launcher slurm --workers 3", time.monotonic() - start)
     out, err = capfd.readouterr()
     job = re.search(r"submitted Slurm job array (\d+)", out).group(1)
     assert SECRET not in out + err and "Traceback" not in err
+    assert re.search(r"^report: .*quickstart-quick/report.md", out, re.M)
     storage = open_storage(storage_url)
     states = check_exact(spec, storage, mlflow_server.url)
     assert all(s[TrialState.FAIL] == 0 for s in states.values())
     holders = {t.user_attrs["slurm_job"] for a in arms(spec) for t in _trials(storage, spec.name, a.name)}
     assert holders <= {f"{job}_{k}" for k in range(3)} and len(holders) >= 2  # the jobs shared the work
-    slurm.wait_idle()
-
-    local = stores.root / "local"
-    local.mkdir()
-    start = time.monotonic()
-    assert main(["run", QUICKSTART, "--quick", "--workers", "3", "--quiet", "--storage", str(local / "optuna.journal"),
-                 "--tracking-uri", f"sqlite:///{local}/mlflow.db", "--results-dir", str(local / "results")]) == 0
-    local_s = time.monotonic() - start
-    timing("quickstart --quick, --launcher slurm --workers 3", slurm_s)
-    timing("quickstart --quick, local --workers 3", local_s)
-    on_slurm, here = _numbers(stores.results / spec.name), _numbers(local / "results" / spec.name)
+    # the same numbers as the same study run here (the session's local quickstart, one process)
+    on_slurm, here = _numbers(stores.results / spec.name), _numbers(quick_study.results / spec.name)
     pd.testing.assert_frame_equal(on_slurm[0], here[0], check_exact=True)
     pd.testing.assert_frame_equal(on_slurm[1], here[1], check_exact=True)
+    slurm.wait_idle()
 
 
 def _wait_for(predicate, timeout: float, what: str):
@@ -262,6 +255,7 @@ def test_a_cancelled_worker_job_fails_its_trial_and_another_worker_retries_it(sl
     out, err = proc.communicate(timeout=600)
     timing("scancel test (2 workers, one cancelled)", time.monotonic() - start)
     assert proc.returncode == 0, err
+    assert "arm sgd: done" in err and "arm adam: done" in err  # the progress, read from the stores
     dead = _trials(storage, "scancel", "sgd")[victim.number]
     assert dead.state == TrialState.FAIL and dead.user_attrs["fail_reason"] == "preempted"
     retry = [t for t in _trials(storage, "scancel", "sgd") if t.user_attrs.get("retry_of") == victim.number]
@@ -386,3 +380,15 @@ def test_status_of_a_local_study_and_of_stores_that_do_not_exist(stores, capfd):
     assert [line.split()[:6] for line in lines[2:4]] == [["sgd", "2/2", "0", "0", "0", "2/2"],
                                                          ["adam", "2/2", "0", "0", "0", "2/2"]]
     assert lines[-1] == "done" and len(lines) == 5  # no Slurm jobs line for a local study
+
+
+def test_the_readmes_batch_script_is_the_one_submitted():
+    text = (REPO / "README.md").read_text()
+    block = re.search(r"\* \*\*What is submitted\.\*\*.*?```bash\n(.*?)```", text, flags=re.S).group(1)
+    documented = "\n".join(line.removeprefix("  ") for line in block.splitlines()).rstrip()
+    assert documented == launcher.batch_script(
+        study="/home/me/bench/studies/quickstart.toml", name="quickstart", workers=8,
+        opts={**launcher.options.DEFAULTS, "partition": "cpu", "time": "2:00:00"},
+        executions=[{"accelerator": "auto", "devices": 1, "num_nodes": 1}], quick=False,
+        results_dir="/home/me/bench/results", workdir=Path("/home/me/bench"),
+        python="/home/me/bench/.venv/bin/python", root=Path("/home/me/bench")).rstrip()

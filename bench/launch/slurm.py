@@ -212,6 +212,7 @@ def follow(spec: Any, uri: str, storage: str | None, job: str, *, quiet: bool, f
     """Live progress from the stores until every arm is done and no job of `job` is left."""
     from types import SimpleNamespace
 
+    from bench import interrupt
     from bench.progress import StudyProgress
     from bench.status import study_status
 
@@ -246,7 +247,7 @@ def follow(spec: Any, uri: str, storage: str | None, job: str, *, quiet: bool, f
         except KeyboardInterrupt:
             print(f"\nbench run: stopped following; the jobs keep running (scancel {job} stops them). "
                   f"Follow them with: {follow_cmd}", file=sys.stderr)
-            return 130
+            return interrupt.exit_code()  # 130 for Ctrl-C, 143 for SIGTERM
 
 
 # --- inside a job ------------------------------------------------------------------------------
