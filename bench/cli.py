@@ -64,7 +64,13 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--dataset", required=True)
     tr.add_argument("--optimizer", required=True)
     tr.add_argument("--schedule", default="constant")
-    tr.add_argument("--epochs", type=int, default=10)
+    budget = tr.add_mutually_exclusive_group()  # one budget (default: 10 epochs)
+    budget.add_argument("--epochs", type=int, help="budget in epochs (default 10)")
+    budget.add_argument("--steps", type=int, help="budget in optimizer steps")
+    budget.add_argument("--samples", type=int, help="budget in training examples seen")
+    budget.add_argument("--seconds", type=float, help="budget in training seconds (evaluation excluded)")
+    tr.add_argument("--eval-every", type=float, help="evaluation cadence in the budget's unit (default: every "
+                    "epoch; 20 points over a steps/samples/seconds budget)")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--data-seed", type=int, default=0)
     tr.add_argument("--accelerator", default="auto")
@@ -271,6 +277,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     objective = default_objective(args.model, args.dataset)
     config = RunConfig.build(model=args.model, dataset=args.dataset, optimizer=args.optimizer,
                              schedule=args.schedule, params=parse_set(args.set), epochs=args.epochs,
+                             steps=args.steps, samples=args.samples, seconds=args.seconds, eval_every=args.eval_every,
                              seed=args.seed, data_seed=args.data_seed, objective=objective,
                              evaluate_test=True, accelerator=args.accelerator, progress_bar=args.progress_bar,
                              devices=args.devices, num_nodes=args.num_nodes, strategy=args.strategy,
@@ -283,7 +290,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     logger = tracker.start_run(exp, f"{args.model}-{args.optimizer}-seed{args.seed}", {
         "phase": "train", "model": args.model, "dataset": args.dataset, "optimizer": args.optimizer,
         "schedule": args.schedule, "seed": str(args.seed), "config_hash": config.hash(), **config.source_tags()})
-    logger.log_params(config.params)
+    logger.log_params({**config.params, **config.budget.params()})
     logger.log_dict(config.model_dump(), "config.json")
     logger.log_inputs(dataset_inputs(config.dataset, config.data_seed, config.data_args, ("train", "val", "test")))
     try:
@@ -292,9 +299,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         logger.set_tags({"error": f"{type(err).__name__}: {err}"[:500]})
         logger.finish("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
         raise
-    logger.log_metrics({k: v for k, v in result.final.items() if k.startswith("test/")}, step=result.epochs)
+    logger.log_metrics({k: v for k, v in result.final.items() if k.startswith("test/")}, step=len(result.history))
     logger.set_tags({"status": result.status, "steps": result.steps, "samples": result.samples,
-                     "epochs_run": result.epochs, "device": result.device, "stop_reason": result.reason})
+                     "epochs_run": result.epochs, "train_time_s": result.train_time_s, "budget": result.extra["budget"],
+                     "device": result.device, "stop_reason": result.reason})
     logger.finish("FINISHED")
     print(f"run {logger.run_id} ({result.status}{': ' + result.reason if result.reason else ''}; "
           f"{direction_of(objective)} {objective})")

@@ -54,7 +54,7 @@ def tune_with(spec: StudySpec, pruner_name: str) -> dict[str, Any]:
     pruner, pruner_settings = samplers.build(
         samplers.PRUNERS, pruner_name, startup_trials=t.pruner_startup_trials, warmup_epochs=t.pruner_warmup_epochs,
         percentile=t.pruner_percentile, reduction_factor=t.pruner_reduction_factor, min_epochs=t.pruner_min_epochs,
-        max_epochs=spec.epochs)
+        max_epochs=spec.budget().points)
     objective = spec.objective_metric()
     study = optuna.create_study(direction=direction_of(objective), sampler=sampler, pruner=pruner)
     epochs_spent, start = 0, time.perf_counter()

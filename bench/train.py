@@ -3,10 +3,14 @@
 CLI, Optuna trials, evaluation seeds, perf and tests all train through this function. It builds
 data, model and optimizer from the registries, trains with a Lightning Trainer stripped of
 per-step work (no logger, progress bar, checkpoint, validation loop, callback or profiler),
-evaluates whole splits once per epoch and hands each epoch's metrics to the reporter, which may
-stop the run (pruning). The optimizer's entry says how it must be driven: full batch (BGD,
-L-BFGS), with a closure that re-evaluates the loss (L-BFGS), or switched between train and eval
-mode around every evaluation (schedule-free optimizers).
+trains for the config's budget (epochs, optimizer steps, samples or training seconds; see
+bench/spec/budget.py), evaluates whole splits at every evaluation point of that budget (once per
+epoch by default) and hands each point's metrics to the reporter, which may stop the run (pruning).
+A budget other than epochs is watched from the module's batch-end hook: one comparison of a
+counter with the next mark per batch (plus a clock read for seconds); evaluation time is kept out
+of the training time that a seconds budget and `train_time_s` count. The optimizer's entry says
+how it must be driven: full batch (BGD, L-BFGS), with a closure that re-evaluates the loss
+(L-BFGS), or switched between train and eval mode around every evaluation (schedule-free optimizers).
 A non-finite loss ends the run as 'diverged' with the reason recorded; it never raises.
 """
 
@@ -37,12 +41,15 @@ from bench.models.base import BenchModule, SupervisedModule
 from bench.optim import regularization, schedules, torch_optimizers
 from bench.registry import OptimizerInfo
 from bench.routing import Routed
+from bench.spec.budget import Budget
 from bench.spec.config import RunConfig, direction_of
 
 # Precisions that convert the whole model (not autocast): the data must be in the same dtype.
 TRUE_DTYPES = {"64-true": torch.float64, "16-true": torch.float16, "bf16-true": torch.bfloat16}
 
-# Called after every epoch with (epoch, metrics); a returned string stops the run as 'pruned'.
+# Called at every evaluation point with (point, metrics): point k = whole evaluation intervals of the
+# budget spent (the epoch with the default cadence; bench/spec/budget.py); a returned string stops
+# the run as 'pruned'.
 Reporter = Callable[[int, dict[str, float]], "str | None"]
 Status = Literal["completed", "pruned", "diverged"]
 
@@ -59,16 +66,18 @@ warnings.filterwarnings("ignore", message=r"The `srun` command is available on y
 
 @dataclass
 class RunResult:
-    """Outcome of one run; `history` holds one metrics dict per finished epoch."""
+    """Outcome of one run; `history` holds one metrics dict per evaluation point (per epoch by default).
+    The four budget counters sit side by side: epochs, steps, samples, train_time_s."""
 
     status: Status
     reason: str
     history: list[dict[str, float]]
-    final: dict[str, float]  # last epoch's metrics, plus test/* when config.evaluate_test
-    epochs: int
+    final: dict[str, float]  # last point's metrics, plus test/* when config.evaluate_test
+    epochs: float  # passes over the training set (fractional when a run stops within an epoch)
     steps: int  # optimizer steps
     samples: int  # training examples seen (for a closure optimizer: every re-evaluation counts)
-    wall_time_s: float
+    train_time_s: float  # training time, evaluation excluded (what a seconds budget counts)
+    wall_time_s: float  # the whole fit: set-up, training, evaluations
     device: str
     objective: float | None = None  # final value of config.objective (None unless finite)
     extra: dict = field(default_factory=dict)
@@ -109,8 +118,13 @@ def fit(config: RunConfig, reporter: Reporter | None = None, *, launched: bool =
     regularization.check_data(owners.regularizers, data.input_shape, config.dataset)
     batches = make_batches(data.train, owners.optimizer, routed.training, config.seed)
     run = _Run(config, reporter, data.val, [info.load()(**kw) for info, kw in routed.regularizers])
-    module = build_module(config, data, routed, run, config.epochs * math.ceil(len(batches) / batches.accumulate))
+    budget = run.budget
+    # lr schedules follow the budget: progress = the budget's counter / its value (steps per epoch
+    # are fixed, so an epochs budget keeps the exact step / total_steps of LambdaLR)
+    total_steps = int(budget.value) * math.ceil(len(batches) / batches.accumulate) if budget.kind == "epochs" else 1
+    module = build_module(config, data, routed, run, total_steps)
     trainer = build_trainer(config, device, module, run.regularizers, batches.accumulate)
+    run.watch(trainer, module, batches.accumulate)
     if callable(handler := signal.getsignal(signal.SIGTERM)):
         module.own_sigterm = handler  # a Slurm worker's grace-period handler survives Lightning's
     _fit_interruptible(trainer, module, batches)
@@ -144,7 +158,7 @@ def build_module(config: RunConfig, data: DataBundle, routed: Routed, run: _Run,
         if owners.optimizer.mode_switch:
             optimizer.train()  # schedule-free: training mode until the first evaluation
         multiplier = owners.schedule.load()(**routed.schedule)
-        scheduler = schedules.lambda_scheduler(optimizer, multiplier, total_steps)
+        scheduler = schedules.lambda_scheduler(optimizer, multiplier, total_steps, run.progress(module))
         run.optimizers.append(optimizer)
         run.schedulers.append((multiplier, scheduler))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
@@ -160,7 +174,8 @@ def build_module(config: RunConfig, data: DataBundle, routed: Routed, run: _Run,
             module.loss_penalties.append(reg.penalty)
         if regularization.overrides(reg, "transform"):
             module.batch_transforms.append(reg.transform)
-    module.after_epoch = run.epoch_end  # metrics, divergence, reporter (once per epoch)
+    module.after_epoch = run.epoch_end  # epochs budget: metrics, divergence, reporter at its points
+    module.before_training = run.start_clock
     if type(module).training_step is BenchModule.training_step:
         # the base step runs its optimizer itself (cheaper per step); a closure optimizer gets its own step
         module.optimize_in_training_step(closure_chunk=routed.training["bgd_max_chunk"]
@@ -180,7 +195,11 @@ def build_trainer(config: RunConfig, device: torch.device, module: BenchModule,
         module.clip_gradient_norm(trainer_kwargs.pop("gradient_clip_val", None))
     return pl.Trainer(
         accelerator="gpu" if device.type == "cuda" else "cpu", devices=config.devices, num_nodes=config.num_nodes,
-        strategy=config.strategy, precision=config.precision, max_epochs=config.epochs,
+        strategy=config.strategy, precision=config.precision,
+        # an epochs budget is Lightning's max_epochs; the others are watched per batch (_Run.watch),
+        # steps also by max_steps (one more guard, at no cost)
+        max_epochs=config.epochs if config.epochs is not None else -1,
+        max_steps=config.steps if config.steps is not None else -1,
         # Lightning refuses accumulate_grad_batches under manual optimization (the base step under
         # fit, the GAN); such models accumulate full-batch chunks themselves (batches.accumulate).
         accumulate_grad_batches=accumulate if module.automatic_optimization else 1,
@@ -202,7 +221,8 @@ class _NoProfiler(PassThroughProfiler):
 
 @dataclass
 class _Run:
-    """What one run accumulates: per-epoch metrics, its optimizers and schedulers, its outcome."""
+    """What one run accumulates: metrics per evaluation point, its optimizers and schedulers, its
+    budget's counters and clock, its outcome."""
 
     config: RunConfig
     reporter: Reporter | None
@@ -213,12 +233,89 @@ class _Run:
     reason: str = ""
     start: float = field(default_factory=time.perf_counter)
     optimizers: list[torch.optim.Optimizer] = field(default_factory=list)
-    # (multiplier, scheduler) per optimizer: run-dependent schedules (plateau) see each epoch's objective
+    # (multiplier, scheduler) per optimizer: run-dependent schedules (plateau) see each point's objective
     schedulers: list[tuple] = field(default_factory=list)
+    epochs_done: int = 0
+    # perf_counter() at the start of training, moved later by each evaluation's duration: now minus
+    # this is the training time (evaluation excluded)
+    clock_zero: float = 0.0
+    mark: float = math.inf  # the counter's value at the next evaluation point or the end of the budget
+    point: int = 0  # the last evaluation point (k of bench/spec/budget.py)
+    stopped: bool = False
+
+    def __post_init__(self) -> None:
+        self.budget: Budget = self.config.budget
 
     @property
     def stopper(self) -> regularization.EarlyStopping | None:
         return next((r for r in self.regularizers if isinstance(r, regularization.EarlyStopping)), None)
+
+    def start_clock(self) -> None:
+        self.clock_zero = time.perf_counter()
+        self.mark = min(self.budget.eval_every, self.budget.value)
+
+    def train_time(self) -> float:
+        return time.perf_counter() - self.clock_zero
+
+    def progress(self, module: BenchModule) -> Callable[[], float] | None:
+        """Schedule progress for budgets other than epochs: the budget's counter / its value."""
+        b = self.budget
+        if b.kind == "steps":  # global_step counts every optimizer's steps (the GAN's two)
+            return lambda: module.trainer.global_step / b.value
+        if b.kind == "samples":
+            return lambda: module.samples_seen * module.trainer.world_size / b.value
+        if b.kind == "seconds":
+            return lambda: self.train_time() / b.value if self.clock_zero else 0.0  # built before the clock starts
+        return None
+
+    def watch(self, trainer: pl.Trainer, module: BenchModule, accumulate: int) -> None:
+        """Install the batch-end check of a steps / samples / seconds budget: one comparison with
+        the next mark per batch; at a step boundary past it, evaluate (and stop at the budget's end).
+        Under DDP the ranks' samples and clocks differ, so the decision is reduced (max) per step."""
+        kind = self.budget.kind
+        if kind == "epochs":
+            return
+        world = trainer.world_size
+
+        def boundary(batch_idx: int) -> bool:  # chunks accumulated into one step (BGD) end here
+            return accumulate == 1 or (batch_idx + 1) % accumulate == 0 or batch_idx + 1 == trainer.num_training_batches
+
+        if kind == "steps":  # identical on every rank; global_step only moves at a step boundary
+            def check(outputs: Any, batch: Any, batch_idx: int) -> None:
+                if trainer.global_step >= self.mark:
+                    self.at_mark(trainer, module, batch_idx, trainer.global_step)
+        elif world == 1 and kind == "samples":
+            def check(outputs: Any, batch: Any, batch_idx: int) -> None:
+                if module.samples_seen >= self.mark and boundary(batch_idx):
+                    self.at_mark(trainer, module, batch_idx, module.samples_seen)
+        elif world == 1:
+            def check(outputs: Any, batch: Any, batch_idx: int) -> None:
+                if time.perf_counter() - self.clock_zero >= self.mark and boundary(batch_idx):
+                    self.at_mark(trainer, module, batch_idx, self.train_time())
+        else:
+            def counter() -> float:
+                return module.samples_seen * world if kind == "samples" else self.train_time()
+
+            def check(outputs: Any, batch: Any, batch_idx: int) -> None:
+                if not boundary(batch_idx):
+                    return
+                due = torch.tensor(float(counter() >= self.mark))
+                if float(trainer.strategy.reduce(due, reduce_op="max")) > 0:
+                    value = float(trainer.strategy.reduce(torch.tensor(counter()), reduce_op="max"))
+                    self.at_mark(trainer, module, batch_idx, value)
+
+        module.on_train_batch_end = check  # an instance attribute: Lightning calls it as the module's hook
+
+    def at_mark(self, trainer: pl.Trainer, module: BenchModule, batch_idx: int, counter: float) -> None:
+        b = self.budget
+        end = counter >= b.value
+        k = b.points if end else max(math.floor(counter / b.eval_every + 1e-9), self.point + 1)
+        epochs = trainer.current_epoch + (batch_idx + 1) / trainer.num_training_batches
+        self.evaluate(trainer, module, k, epochs)
+        if end and not self.stopped:
+            self.stopped = trainer.should_stop = True
+        if not self.stopped:
+            self.mark = min((math.floor(counter / b.eval_every + 1e-9) + 1) * b.eval_every, b.value)
 
     @contextlib.contextmanager
     def evaluating(self) -> Any:
@@ -233,50 +330,74 @@ class _Run:
                 optimizer.train()
 
     def epoch_end(self, trainer: pl.Trainer, module: BenchModule, epoch_time: float) -> None:
-        with self.evaluating():  # the stopper's snapshot, too, is of the evaluated weights
-            self._epoch_end(trainer, module, epoch_time)
+        """An epoch ended (or a run stopped within one): an epochs budget's evaluation point when due."""
+        if self.stopped:
+            return
+        self.epochs_done += 1
+        b = self.budget
+        if b.kind == "epochs" and (self.epochs_done % b.eval_every == 0 or self.epochs_done >= b.value):
+            self.evaluate(trainer, module, math.ceil(self.epochs_done / b.eval_every - 1e-9), self.epochs_done,
+                          epoch_time)
 
-    def _epoch_end(self, trainer: pl.Trainer, module: BenchModule, epoch_time: float) -> None:
-        epoch = len(self.history) + 1
+    def evaluate(self, trainer: pl.Trainer, module: BenchModule, k: int, epochs: float,
+                 epoch_time: float | None = None) -> None:
+        """Evaluation point k: metrics, divergence, reporter, schedules, early stopping. Its time
+        (the reporter's included) is not training time."""
+        started = time.perf_counter()
+        train_time = started - self.clock_zero
+        self.point = k
+        with self.evaluating():  # the stopper's snapshot, too, is of the evaluated weights
+            self._evaluate(trainer, module, k, epochs, epoch_time, train_time)
+        self.clock_zero += time.perf_counter() - started
+
+    def _stop(self, trainer: pl.Trainer, status: Status, reason: str) -> None:
+        self.status, self.reason = status, reason
+        self.stopped = trainer.should_stop = True
+
+    def _evaluate(self, trainer: pl.Trainer, module: BenchModule, k: int, epochs: float,
+                  epoch_time: float | None, train_time: float) -> None:
         # Under DDP every rank evaluates the whole (identical) val split; training loss and samples
         # are per rank and are reduced here (mean of the ranks' means; sum of samples).
         strategy = trainer.strategy
         metrics = {"train/loss": module.pop_train_loss()}
         if trainer.world_size > 1:
             metrics["train/loss"] = float(strategy.reduce(torch.tensor(metrics["train/loss"]), reduce_op="mean"))
-        metrics.update({f"val/{k}": v for k, v in module.evaluate(self.val).items()})
+        metrics.update({f"val/{k_}": v for k_, v in module.evaluate(self.val).items()})
         metrics["lr"] = trainer.optimizers[0].param_groups[0]["lr"]
-        metrics["epoch_time_s"] = epoch_time
+        if epoch_time is not None:
+            metrics["epoch_time_s"] = epoch_time
+        metrics["epoch"] = float(epochs)
         metrics["steps"] = float(trainer.global_step)
         metrics["samples"] = float(strategy.reduce(torch.tensor(float(module.samples_seen)), reduce_op="sum")
                                    if trainer.world_size > 1 else module.samples_seen)
+        metrics["train_time_s"] = train_time
         metrics["wall_time_s"] = time.perf_counter() - self.start
         self.history.append(metrics)
-        bad = [k for k in ("train/loss", "val/loss") if not math.isfinite(metrics[k])]
+        where = f"epoch {epochs:g}" if self.budget.kind == "epochs" else f"step {trainer.global_step}"
+        bad = [key for key in ("train/loss", "val/loss") if not math.isfinite(metrics[key])]
         if bad:
-            self.status, self.reason = "diverged", f"{bad[0]}={metrics[bad[0]]} at epoch {epoch}"
-            trainer.should_stop = True
+            self._stop(trainer, "diverged", f"{bad[0]}={metrics[bad[0]]} at {where}")
             return
         # Only rank 0 has a reporter (it talks to the stores); its decision reaches every rank.
-        reason = self.reporter(epoch, metrics) if self.reporter is not None else None
+        reason = self.reporter(k, metrics) if self.reporter is not None else None
         if trainer.world_size > 1:
             reason = strategy.broadcast(reason, src=0)
         if reason:
-            self.status, self.reason = "pruned", reason
-            trainer.should_stop = True
+            self._stop(trainer, "pruned", reason)
             return
         direction = direction_of(self.config.objective)
         value = metrics.get(self.config.objective)
         for multiplier, scheduler in self.schedulers:
             schedules.epoch_end(multiplier, scheduler, value, direction)
-        if self.stopper is not None and (reason := self.stopper.update(epoch, value, direction, module)):
-            self.reason = reason  # still 'completed': a regular end chosen by the run itself
-            trainer.should_stop = True
+        if self.stopper is not None and (reason := self.stopper.update(len(self.history), value, direction, module)):
+            self._stop(trainer, "completed", reason)  # a regular end chosen by the run itself
 
     def result(self, trainer: pl.Trainer, module: BenchModule, test: Split, device: torch.device) -> RunResult:
         config, wall = self.config, time.perf_counter() - self.start
         final = dict(self.history[-1]) if self.history else {}
-        extra: dict = {"world_size": trainer.world_size, "strategy": config.strategy, "precision": config.precision}
+        b = self.budget
+        extra: dict = {"budget": f"{b.kind}={b.value:g}", "eval_every": b.eval_every, "world_size": trainer.world_size,
+                       "strategy": config.strategy, "precision": config.precision}
         if not config.owners().optimizer.full_batch:
             # The global batch is fixed (each rank takes 1/world of it), so lr needs no scaling rule.
             extra.update(effective_batch_size=config.params["batch_size"], lr_scaling="none (global batch fixed)")
@@ -290,10 +411,11 @@ class _Run:
             if config.evaluate_test and self.status != "diverged":
                 final.update({f"test/{k}": v for k, v in module.evaluate(test).items()})
         value = final.get(config.objective) if self.status != "diverged" else None
+        last = self.history[-1] if self.history else {}
         return RunResult(
-            status=self.status, reason=self.reason, history=self.history, final=final, epochs=len(self.history),
-            steps=trainer.global_step,
-            samples=int(self.history[-1]["samples"]) if self.history else module.samples_seen,
+            status=self.status, reason=self.reason, history=self.history, final=final,
+            epochs=last.get("epoch", float(self.epochs_done)), steps=trainer.global_step,
+            samples=int(last.get("samples", module.samples_seen)), train_time_s=last.get("train_time_s", 0.0),
             wall_time_s=wall, device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
             objective=value if value is not None and math.isfinite(value) else None, extra=extra,
         )

@@ -45,6 +45,8 @@ class BenchModule(pl.LightningModule):
         # Set by train.fit: called after every epoch with (trainer, module, epoch seconds). A module
         # hook rather than a Callback: Lightning dispatches every callback ~5 times per step.
         self.after_epoch: Callable[[pl.Trainer, BenchModule, float], None] | None = None
+        self.before_training: Callable[[], None] | None = None  # set by train.fit: starts the training clock
+        # A budget other than epochs replaces `on_train_batch_end` on the instance (train._Run.watch).
         self._steps_itself = False  # see optimize_in_training_step
         self._gradient_clip_norm: float | None = None
         # A process that handles SIGTERM itself (a Slurm worker's grace period, bench.launch.preempt)
@@ -163,6 +165,8 @@ class BenchModule(pl.LightningModule):
         self._gradient_clip_norm = norm
 
     def on_train_start(self) -> None:
+        if self.before_training is not None:
+            self.before_training()
         if self.own_sigterm is not None and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self.own_sigterm)  # Lightning restores it again at teardown
         if self._steps_itself:  # looked up once, not per step

@@ -1,8 +1,10 @@
-"""Learning-rate schedules defined over training progress (fraction of the step budget).
+"""Learning-rate schedules defined over training progress (fraction of the run's budget).
 
-A schedule is a multiplier m(p) of the peak lr for p = step / total_steps in [0, 1), applied
-through LambdaLR once per optimizer step. Because p is a fraction of the budget, SGD (many steps
-per epoch) and BGD (one step per epoch) follow the same curve shape: at the end of epoch e of E
+A schedule is a multiplier m(p) of the peak lr for p in [0, 1), the share of the budget spent,
+applied through LambdaLR once per optimizer step: p = step / total_steps under an epochs or a
+steps budget, samples seen / budget under a samples budget, training seconds / budget under a
+seconds budget (evaluation time excluded; the schedule then follows the clock). Because p is a
+fraction of the budget, SGD (many steps per epoch) and BGD (one step per epoch) follow the same curve shape: at the end of epoch e of E
 both sit at p = e / E.
 
 `plateau` is the one schedule that depends on the run, not only on p: its multiplier drops by
@@ -191,11 +193,17 @@ SCHEDULES.register(ScheduleInfo(
 
 
 def lambda_scheduler(
-    optimizer: torch.optim.Optimizer, multiplier: Multiplier, total_steps: int
+    optimizer: torch.optim.Optimizer, multiplier: Multiplier, total_steps: int,
+    progress: Callable[[], float] | None = None,
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Step-interval scheduler evaluating `multiplier` at progress step/total_steps."""
+    """Step-interval scheduler evaluating `multiplier` at progress step/total_steps, or at
+    `progress()` when given: the share of the run's budget spent (train.fit passes the budget's
+    counter / its value for steps, samples and seconds budgets; for seconds that is the training
+    time so far / the budget, so the schedule's shape follows the clock, not a step count)."""
     import torch  # here, not at the top: the registry above is read without torch
 
+    if progress is not None:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: multiplier(min(progress(), 1.0)))
     total = max(total_steps, 1)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: multiplier(min(step / total, 1.0)))
 

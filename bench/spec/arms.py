@@ -19,9 +19,10 @@ from bench.data import DATASETS, resolve_args
 from bench.hparams import Dist, choice
 from bench.models import MODELS
 from bench.routing import OPTIMIZER_KEY, ArmParams
+from bench.spec.budget import Budget
 from bench.spec.config import EXECUTION_FIELDS, RunConfig, check_task
 from bench.spec.schema import ArmSpec, StudySpec, regularizer_level
-from bench.tuning.catalog import SAMPLERS
+from bench.tuning.catalog import PRUNERS, SAMPLERS
 
 
 class FieldError(ValueError):
@@ -47,6 +48,7 @@ class Arm:
     pruner: str = "median"
     execution: dict[str, Any] = field(default_factory=dict)  # accelerator, devices, strategy, ...
     choices: tuple[str, ...] = ()  # the optimizers each trial chooses among (`optimizer` parameter)
+    budget: Budget = field(default_factory=lambda: Budget.of({}))  # every run's budget and cadence
 
     @property
     def optimizers(self) -> tuple[str, ...]:
@@ -60,11 +62,13 @@ class Arm:
         """The run of one trial (or of the best trial's params): its chosen optimizer, with the
         values that apply to it un-prefixed."""
         optimizer = sampled.get(OPTIMIZER_KEY, self.optimizer)
+        b = self.budget
+        budget = {b.kind: b.value if b.kind == "seconds" else int(b.value), "eval_every": b.eval_every}
         return RunConfig.build(
             model=self.model, dataset=self.dataset, optimizer=optimizer, schedule=self.schedule,
             regularizers=self.regularizers, params=self.params.chosen({**self.fixed, **sampled}, optimizer),
             data_args=spec.data_args, data_seed=spec.data_seed,
-            seed=seed, epochs=spec.epochs, objective=spec.objective_metric(),
+            seed=seed, **budget, objective=spec.objective_metric(),
             evaluate_test=evaluate_test, **self.execution,
         )
 
@@ -123,7 +127,33 @@ def _fixed(spec: StudySpec, a: ArmSpec, params: ArmParams, space: dict[str, Dist
             if k not in space and not all(f"{o}.{k}" in space for o in params.optimizers)}
 
 
-def resolve(spec: StudySpec, a: ArmSpec) -> Arm:
+def arm_budget(spec: StudySpec, a: ArmSpec, where: str = "arm") -> Budget:
+    """The arm's budget: its own when it sets one (with its own eval_every), else the study's. The
+    study's eval_every applies to an arm of the same budget kind only (it is in that kind's unit).
+    Raises FieldError naming the field."""
+    try:
+        study = spec.budget()
+    except ValueError as err:
+        raise FieldError(*str(err).split(": ", 1)) from None
+    own = a.budget_values()
+    if not own:
+        if a.eval_every is None:
+            return study
+        own = {study.kind: study.value}
+    elif a.eval_every is None and study.kind in own and spec.eval_every is not None:
+        return _budget(own, spec.eval_every, where)
+    return _budget(own, a.eval_every, where)
+
+
+def _budget(values: dict[str, Any], eval_every: float | None, where: str) -> Budget:
+    try:
+        return Budget.of(values, eval_every)
+    except ValueError as err:
+        key, msg = str(err).split(": ", 1)
+        raise FieldError(f"{where}.{key}", msg) from None
+
+
+def resolve(spec: StudySpec, a: ArmSpec, where: str = "arm") -> Arm:
     """One arm of `expand`, resolved: its space is the arm's `space` when given (a choice arm
     draws `optimizer` first), else the default spaces of its components."""
     params = _params(spec, a)
@@ -136,7 +166,7 @@ def resolve(spec: StudySpec, a: ArmSpec) -> Arm:
                "|".join(a.optimizers), a.schedule or spec.schedule, _fixed(spec, a, params, space), space,
                tuple(a.regularizers if a.regularizers is not None else spec.regularizers),
                a.sampler or spec.tuning.sampler, a.pruner or spec.tuning.pruner, execution,
-               a.optimizers if params.is_choice else ())
+               a.optimizers if params.is_choice else (), arm_budget(spec, a, where))
 
 
 def arms(spec: StudySpec) -> list[Arm]:
@@ -154,12 +184,24 @@ def validate(spec: StudySpec) -> None:
         raise FieldError("arms", "required (or a [factorial] table)")
     seen: set[str] = set()
     used_shared: set[str] = set()  # shared params apply to the arms that declare them
+    try:
+        spec.budget()
+    except ValueError as err:  # several kinds at the study level, or a cadence longer than the budget
+        raise FieldError(*str(err).split(": ", 1)) from None
     for where, a in cells:
         try:
-            arm = resolve(spec, a)
+            arm = resolve(spec, a, where)
             declared = arm.params.declared()
+        except FieldError:
+            raise
         except ValueError as err:  # e.g. a name that two components of one run both declare
             raise FieldError(where, str(err)) from None
+        pruner = PRUNERS.get(arm.pruner)
+        if pruner.fixed_reports and not arm.budget.fixed_reports:
+            raise FieldError(f"{where}.pruner" if a.pruner else "tuning.pruner", (
+                f"{arm.pruner} needs every trial to report at the same evaluation points, but arm '{arm.name}' "
+                f"has a budget of {arm.budget.describe()}, whose points depend on the machine's speed: "
+                "use median, percentile or none"))
         if arm.name in seen:
             raise FieldError(f"{where}.name", f"duplicate arm name '{arm.name}'")
         seen.add(arm.name)

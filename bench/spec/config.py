@@ -11,12 +11,13 @@ import hashlib
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bench.data import DATASETS, resolve_args
 from bench.models import MODELS
 from bench.optim import REGULARIZERS
 from bench.routing import Owners
+from bench.spec.budget import DEFAULT_EPOCHS, KINDS, Budget
 
 Strategy = Literal["auto", "ddp", "ddp_spawn", "fsdp", "deepspeed"]
 Precision = Literal["32-true", "64-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true"]
@@ -88,7 +89,12 @@ class RunConfig(BaseModel):
     data_args: dict[str, Any] = Field(default_factory=dict)
     data_seed: int = 0
     seed: int = 0
-    epochs: int = Field(10, ge=1)
+    # The budget: exactly one of these (none given: DEFAULT_EPOCHS epochs); see bench/spec/budget.py.
+    epochs: int | None = Field(None, ge=1)
+    steps: int | None = Field(None, ge=1)
+    samples: int | None = Field(None, ge=1)
+    seconds: float | None = Field(None, gt=0)
+    eval_every: float | None = Field(None, gt=0)  # in the budget's unit; default: every epoch / 20 points
     objective: str = "val/acc"
     evaluate_test: bool = False  # eval runs also score the held-out test split at the end
     accelerator: str = "auto"
@@ -97,6 +103,22 @@ class RunConfig(BaseModel):
     strategy: Strategy = "auto"
     precision: Precision = "32-true"
     progress_bar: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_budget(cls, data: Any) -> Any:
+        if isinstance(data, dict) and all(data.get(k) is None for k in KINDS):
+            return {**data, "epochs": DEFAULT_EPOCHS}
+        return data
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> RunConfig:
+        self.budget  # raises ValueError naming the field  # noqa: B018
+        return self
+
+    @property
+    def budget(self) -> Budget:
+        return Budget.of({k: getattr(self, k) for k in KINDS}, self.eval_every)
 
     @property
     def world_size(self) -> int:
@@ -107,7 +129,9 @@ class RunConfig(BaseModel):
 
     def hash(self) -> str:
         """Short content hash: equal configs (same resolved values) get the same hash."""
-        payload = json.dumps(self.model_dump(), sort_keys=True, default=str)
+        # budget fields not set are left out: configs from before budgets were values keep their hash
+        dump = {k: v for k, v in self.model_dump().items() if v is not None or k not in (*KINDS, "eval_every")}
+        payload = json.dumps(dump, sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
     def source_tags(self) -> dict[str, str]:

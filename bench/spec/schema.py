@@ -20,6 +20,7 @@ from bench.launch import options as slurm_options
 from bench.models import MODELS
 from bench.optim import OPTIMIZERS, REGULARIZERS, SCHEDULES
 from bench.registry import Registry
+from bench.spec.budget import KINDS, Budget
 from bench.spec.config import Precision, Strategy, default_objective
 from bench.tuning.catalog import PRUNERS, SAMPLERS
 
@@ -58,10 +59,10 @@ class TuningSpec(Strict):
     seed: int = 0
     n_startup_trials: int = Field(5, ge=0, description="TPE random start-up trials")
     pruner_startup_trials: int = Field(3, ge=0, description="trials finished before pruning starts")
-    pruner_warmup_epochs: int = Field(1, ge=0, description="epochs of each trial never pruned")
+    pruner_warmup_epochs: int = Field(1, ge=0, description="evaluations (epochs by default) of each trial never pruned")
     pruner_percentile: float = Field(25.0, gt=0, lt=100, description="percentile pruner: keep trials above this")
     pruner_reduction_factor: int = Field(3, ge=2, description="successive halving / hyperband: keep 1/rf per rung")
-    pruner_min_epochs: int = Field(1, ge=1, description="successive halving / hyperband: first rung, in epochs")
+    pruner_min_epochs: int = Field(1, ge=1, description="successive halving / hyperband: first rung, in evaluations")
     max_failed_trials: int = Field(3, ge=0, description="failures tolerated per arm before giving up")
 
     _sampler = field_validator("sampler")(lambda v: known(SAMPLERS, v))
@@ -73,15 +74,34 @@ class EvalSpec(Strict):
 
 
 class QuickSpec(Strict):
-    """Budgets used with `--quick` (CI, smoke tests)."""
+    """Budgets used with `--quick` (CI, smoke tests). Each budget kind given here caps the budgets
+    of that kind wherever the study sets them (study level and arms), so a study comparing an
+    epochs, a steps and a seconds budget gives one quick value per kind."""
 
     n_trials: int = Field(3, ge=1)
     epochs: int = Field(3, ge=1)
+    steps: int | None = Field(None, ge=1)
+    samples: int | None = Field(None, ge=1)
+    seconds: float | None = Field(None, gt=0)
     seeds: int = Field(2, ge=2)
 
 
-class ArmSpec(Strict):
-    """One compared configuration: its own Optuna study with the study's shared budget."""
+class BudgetFields(Strict):
+    """A budget (exactly one kind; bench/spec/budget.py) and its evaluation cadence, in its unit."""
+
+    epochs: int | None = Field(None, ge=1)
+    steps: int | None = Field(None, ge=1)
+    samples: int | None = Field(None, ge=1)
+    seconds: float | None = Field(None, gt=0)
+    eval_every: float | None = Field(None, gt=0)
+
+    def budget_values(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in KINDS if getattr(self, k) is not None}
+
+
+class ArmSpec(BudgetFields):
+    """One compared configuration: its own Optuna study, with the study's budget unless it sets
+    its own (`steps = 200`: an arm-level budget replaces the study's)."""
 
     name: str | None = None
     optimizer: str | list[str]  # a list: the optimizer is tuned too, each trial choosing one
@@ -165,7 +185,7 @@ def regularizer_level(level: str | list[str]) -> list[str]:
     return [] if names in (["none"], []) else list(names)
 
 
-class StudySpec(Strict):
+class StudySpec(BudgetFields):
     name: str
     description: str = ""
     model: str
@@ -174,8 +194,9 @@ class StudySpec(Strict):
     regularizers: list[str] = Field(default_factory=list)  # default for arms that list none
     data_args: dict[str, Any] = Field(default_factory=dict)
     data_seed: int = 0
-    epochs: int = Field(10, ge=1)
+    # budget fields (epochs | steps | samples | seconds, eval_every) come from BudgetFields; none: 10 epochs
     objective: str | None = None  # default: the model's, else val/acc (classification) or val/mse (regression)
+    target: float | None = None  # time-to-target threshold of the objective (default: the workload's)
     params: dict[str, Any] = Field(default_factory=dict)  # fixed values shared by every arm
     accelerator: str = "auto"
     devices: int = Field(1, ge=1)
@@ -219,14 +240,36 @@ class StudySpec(Strict):
     def objective_metric(self) -> str:
         return self.objective or default_objective(self.model, self.dataset)
 
+    def budget(self) -> Budget:
+        """The study-level budget (arms may set their own: bench/spec/arms.py)."""
+        return Budget.of(self.budget_values(), self.eval_every)
+
     def quick_variant(self) -> StudySpec:
-        """The same study with the `[quick]` budgets, stored under its own name."""
+        """The same study with the `[quick]` budgets, stored under its own name: each budget is
+        capped by the quick value of its kind (epochs: 3 unless [quick] says otherwise)."""
         return self.model_copy(update={
             "name": f"{self.name}-quick",
-            "epochs": min(self.epochs, self.quick.epochs),
+            **_quick_budget(self, self.quick, default_epochs=True),
+            "arms": [a.model_copy(update=_quick_budget(a, self.quick)) for a in self.arms],
             "tuning": self.tuning.model_copy(update={
                 "n_trials": self.quick.n_trials,
                 "n_startup_trials": min(self.tuning.n_startup_trials, self.quick.n_trials),
             }),
             "eval": self.eval.model_copy(update={"seeds": self.quick.seeds}),
         })
+
+
+def _quick_budget(level: BudgetFields, quick: QuickSpec, *, default_epochs: bool = False) -> dict[str, Any]:
+    """Budget fields of one level capped by [quick]; a cadence longer than the capped budget falls
+    back to the default one."""
+    values = level.budget_values()
+    if not values and default_epochs:
+        values = {"epochs": Budget.of({}).value}
+    out: dict[str, Any] = {}
+    for kind, value in values.items():
+        cap = getattr(quick, kind)
+        if cap is not None and cap < value:
+            out[kind] = int(cap) if kind != "seconds" else float(cap)
+            if level.eval_every is not None and level.eval_every > cap:
+                out["eval_every"] = None
+    return out

@@ -31,7 +31,12 @@ class SamplerInfo(Info):
 @dataclass(frozen=True, kw_only=True)
 class PrunerInfo(Info):
     """An Optuna pruner: `factory(startup_trials=, warmup_epochs=, percentile=, reduction_factor=,
-    min_epochs=, max_epochs=)` returns (pruner, settings)."""
+    min_epochs=, max_epochs=)` returns (pruner, settings); the epochs are evaluation points (one
+    per epoch by default). `fixed_reports`: it needs every trial to report at the same points, up to
+    a known last one (rungs of successive halving / Hyperband), which a budget whose points depend
+    on the machine's speed (seconds) cannot give."""
+
+    fixed_reports: bool = False
 
 
 def grid_points(space: Mapping[str, Dist], kinds: Mapping[str, str]) -> dict[str, list]:
@@ -81,15 +86,16 @@ _SAMPLERS: dict[str, tuple[str, Any]] = {
     "gp": ("Gaussian-process Bayesian optimization (needs torch + scipy)", None),
     "cmaes": ("CMA-ES evolution strategy (needs the cmaes package; numeric spaces)", None),
 }
-_PRUNERS = {
-    "median": "stop a trial below the median of earlier trials at the same epoch",
-    "percentile": "stop a trial outside the best pruner_percentile % at the same epoch",
-    "successive_halving": "asynchronous successive halving (ASHA): keep the top 1/rf per rung",
-    "hyperband": "Hyperband: successive-halving brackets from min_epochs to the epoch budget",
-    "none": "never prune",
+_PRUNERS = {  # name -> (summary, fixed_reports)
+    "median": ("stop a trial below the median of earlier trials at the same evaluation point", False),
+    "percentile": ("stop a trial outside the best pruner_percentile % at the same evaluation point", False),
+    "successive_halving": ("asynchronous successive halving (ASHA): keep the top 1/rf per rung", True),
+    "hyperband": ("Hyperband: successive-halving brackets from min_epochs to the budget's last evaluation", True),
+    "none": ("never prune", False),
 }
 for _name, (_summary, _check) in _SAMPLERS.items():
     SAMPLERS.register(SamplerInfo(name=_name, summary=_summary, factory=f"bench.tuning.samplers:{_name}",
                                   check=_check))
-for _name, _summary in _PRUNERS.items():
-    PRUNERS.register(PrunerInfo(name=_name, summary=_summary, factory=f"bench.tuning.samplers:{_name}"))
+for _name, (_summary, _fixed) in _PRUNERS.items():
+    PRUNERS.register(PrunerInfo(name=_name, summary=_summary, factory=f"bench.tuning.samplers:{_name}",
+                                fixed_reports=_fixed))

@@ -94,11 +94,13 @@ class StudyRunner:
         self._last_sweep = -math.inf
 
     # --- Optuna --------------------------------------------------------------------------
-    def pruner_args(self) -> dict[str, Any]:
+    def pruner_args(self, arm: Arm) -> dict[str, Any]:
+        """The pruner's arguments for an arm; its resource unit is one evaluation point (one epoch
+        by default), so max_epochs is the arm's number of points (bench/spec/budget.py)."""
         t = self.spec.tuning
         return dict(startup_trials=t.pruner_startup_trials, warmup_epochs=t.pruner_warmup_epochs,
                     percentile=t.pruner_percentile, reduction_factor=t.pruner_reduction_factor,
-                    min_epochs=t.pruner_min_epochs, max_epochs=self.spec.epochs)
+                    min_epochs=t.pruner_min_epochs, max_epochs=arm.budget.points)
 
     def optuna_study(self, arm: Arm) -> optuna.Study:
         t = self.spec.tuning
@@ -106,7 +108,7 @@ class StudyRunner:
         sampler, sampler_settings = samplers.build(samplers.SAMPLERS, arm.sampler, seed=t.seed,
                                                     n_startup_trials=t.n_startup_trials, grid=grid,
                                                     workers=self.workers, conditional=bool(arm.choices))
-        pruner, pruner_settings = samplers.build(samplers.PRUNERS, arm.pruner, **self.pruner_args())
+        pruner, pruner_settings = samplers.build(samplers.PRUNERS, arm.pruner, **self.pruner_args(arm))
         # seeded per trial, not per process: workers and restarts never redraw a finished configuration
         sampler_settings = {**sampler_settings, "seeding": "per trial: sha256(seed/index)"}
         study = optuna.create_study(storage=self.storage, study_name=optuna_study_name(self.spec, arm),
@@ -118,7 +120,7 @@ class StudyRunner:
             "sampler": arm.sampler, "sampler_settings": sampler_settings,
             "pruner": arm.pruner, "pruner_settings": pruner_settings, "n_trials": t.n_trials,
             "space": {k: d.model_dump(exclude_none=True) for k, d in arm.space.items()},
-            "fixed": arm.fixed, **arm.tags(),
+            "fixed": arm.fixed, "budget": arm.budget.params(), **arm.tags(),
         }
         if study.user_attrs.get("n_trials") not in (None, t.n_trials):
             raise ValueError(f"study '{study.study_name}' was started with n_trials="
@@ -145,7 +147,7 @@ class StudyRunner:
         })
         logger.log_params({f"space.{k}": d.describe() for k, d in arm.space.items()})
         logger.log_params({f"fixed.{k}": v for k, v in arm.fixed.items()})
-        logger.log_params({"n_trials": t.n_trials, "eval_seeds": self.spec.eval.seeds, "epochs": self.spec.epochs})
+        logger.log_params({"n_trials": t.n_trials, "eval_seeds": self.spec.eval.seeds, **arm.budget.params()})
         logger.log_params(arm.identity())
         logger.log_inputs(dataset_inputs(arm.dataset, self.spec.data_seed, self.spec.data_args, SPLITS))
         if self.study_file:
@@ -163,26 +165,28 @@ class StudyRunner:
             **{k: str(v) for k, v in tags.items()},
         }, parent_id=parent.run_id)
         logger.log_params(config.params)
-        logger.log_params({"epochs": config.epochs, "seed": config.seed, "data_seed": config.data_seed,
+        logger.log_params({**config.budget.params(), "seed": config.seed, "data_seed": config.data_seed,
                            **{f"data.{k}": v for k, v in config.data_args.items()}})
         logger.log_dict(config.model_dump(), "config.json")
         splits = SPLITS if config.evaluate_test else SPLITS[:2]
         logger.log_inputs(dataset_inputs(config.dataset, config.data_seed, config.data_args, splits))
         return logger
 
-    def context(self, logger: RunLogger, study: optuna.Study | None = None, trial: optuna.Trial | None = None,
-                pruner: str = "") -> dict[str, Any]:
+    def context(self, logger: RunLogger, arm: Arm, study: optuna.Study | None = None,
+                trial: optuna.Trial | None = None, pruner: str = "") -> dict[str, Any]:
         """What rank 0 of a multi-process run needs to reach the same MLflow run and Optuna trial."""
         return {"tracking_uri": self.tracker.uri, "run_id": logger.run_id, "storage": self.storage_url,
                 "study_name": study.study_name if study else None,
-                "trial_id": trial._trial_id if trial else None, "pruner": pruner, "pruner_args": self.pruner_args()}
+                "trial_id": trial._trial_id if trial else None, "pruner": pruner, "pruner_args": self.pruner_args(arm)}
 
     def record(self, logger: RunLogger, result: RunResult) -> None:
-        """Final metrics and tags of a finished fit (per-epoch ones were logged as it ran)."""
-        logger.log_metrics({k: v for k, v in result.final.items() if k.startswith("test/")}, step=result.epochs)
+        """Final metrics and tags of a finished fit (per-point ones were logged as it ran): the four
+        budget counters side by side, and the budget itself."""
+        point = len(result.history)
+        logger.log_metrics({k: v for k, v in result.final.items() if k.startswith("test/")}, step=point)
         logger.set_tags({"status": result.status, "device": result.device,
                          "epochs_run": result.epochs, "steps": result.steps, "samples": result.samples,
-                         **result.extra})  # world_size, strategy, effective batch, early stopping, ...
+                         "train_time_s": result.train_time_s, **result.extra})  # budget, world_size, strategy, ...
         if result.reason:
             logger.set_tags({"stop_reason": result.reason})
 
@@ -340,7 +344,7 @@ class StudyRunner:
             trial.set_user_attr("config_hash", config.hash())
             reporter = trial_reporter(logger, trial, config.objective, arm.pruner)
             with Heartbeat(study._storage, trial._trial_id):
-                result = execute(config, reporter, context=self.context(logger, study, trial, arm.pruner))
+                result = execute(config, reporter, context=self.context(logger, arm, study, trial, arm.pruner))
             self.record(logger, result)
             if result.status == "completed" and result.objective is not None:
                 logger.finish("FINISHED", background=True)
@@ -427,7 +431,7 @@ class StudyRunner:
                 continue
             self.progress("eval_start", {"arm": arm.name, "seed": k + 1, "total": len(seeds)})
             try:
-                result = execute(config, logger, context=self.context(logger))
+                result = execute(config, logger, context=self.context(logger, arm))
                 self.record(logger, result)
             except BaseException as err:
                 interrupted = isinstance(err, (KeyboardInterrupt, Preempted))
@@ -467,18 +471,21 @@ def _tag(value: Any) -> Any:
 
 def trial_reporter(logger: RunLogger | None, trial: optuna.Trial | None, objective: str,
                    pruner: str) -> Callable[[int, dict[str, float]], str | None]:
-    """Per-epoch reporter of a tuning trial: buffer metrics for MLflow, report the objective to
-    Optuna, and return a stop reason when the pruner says so."""
+    """Reporter of a tuning trial at each evaluation point: buffer metrics for MLflow, report the
+    objective to Optuna at step = the point (whole evaluation intervals of the budget spent; the
+    epoch by default, see bench/spec/budget.py), and return a stop reason when the pruner says so."""
 
-    def report(epoch: int, metrics: dict[str, float]) -> str | None:
+    def report(point: int, metrics: dict[str, float]) -> str | None:
         if logger is not None:
-            logger(epoch, metrics)
+            logger(point, metrics)
         value = metrics.get(objective)
         if trial is None or value is None or not math.isfinite(value):
             return None  # divergence is detected by fit itself
-        trial.report(value, epoch)
+        trial.report(value, point)
         if trial.should_prune():
-            return f"pruned by {pruner} at epoch {epoch} ({objective}={value:.4g})"
+            where = f"epoch {point}" if metrics.get("epoch") == point else \
+                f"evaluation {point} (epoch {metrics.get('epoch', 0):.3g}, step {metrics.get('steps', 0):g})"
+            return f"pruned by {pruner} at {where} ({objective}={value:.4g})"
         return None
 
     return report
