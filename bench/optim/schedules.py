@@ -4,8 +4,8 @@ A schedule is a multiplier m(p) of the peak lr for p in [0, 1), the share of the
 applied through LambdaLR once per optimizer step: p = step / total_steps under an epochs or a
 steps budget, samples seen / budget under a samples budget, training seconds / budget under a
 seconds budget (evaluation time excluded; the schedule then follows the clock). Because p is a
-fraction of the budget, SGD (many steps per epoch) and BGD (one step per epoch) follow the same curve shape: at the end of epoch e of E
-both sit at p = e / E.
+fraction of the budget, SGD (many steps per epoch) and BGD (one step per epoch) follow the same
+curve shape: at the end of epoch e of E both sit at p = e / E.
 
 `plateau` is the one schedule that depends on the run, not only on p: its multiplier drops by
 `plateau_factor` when the validation objective stalls. It is an object with an
