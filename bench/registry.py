@@ -169,10 +169,26 @@ class ModelInfo(Info):
 class DatasetInfo(Info):
     """A dataset. `factory(seed=..., **args)` returns a DataBundle, or arrays that the suite splits
     (seeded 60/20/20), scales on the training split and caches: `(x, y)` or
-    `((x_train, y_train), (x_val, y_val), (x_test, y_test))`."""
+    `((x_train, y_train), (x_val, y_val), (x_test, y_test))`.
+
+    Args:
+        targets: the workload's fixed time-to-target thresholds: model name (or "*" for any model)
+            -> {objective metric: value}, e.g. {"mlp": {"val/acc": 0.97}}. A study file's `target`
+            overrides it; with neither, the report derives one from the arms' own results.
+        targets_source: where the values come from (the reference run they were read from).
+    """
 
     task: str
     args: tuple[HParam, ...] = ()
+    targets: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    targets_source: str = ""
+
+    def target(self, model: str, objective: str) -> float | None:
+        """The declared target of `objective` for `model` on this dataset (None when none is)."""
+        for key in (model, "*"):
+            if objective in self.targets.get(key, {}):
+                return float(self.targets[key][objective])
+        return None
 
 
 @dataclass(frozen=True, kw_only=True)

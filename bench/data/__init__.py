@@ -32,10 +32,15 @@ DATASETS.register(DatasetInfo(
     summary="scikit-learn 8x8 handwritten digits: 1797 images, 64 features, 10 classes",
     args=(HParam("train_fraction", "float", 1.0,
                  "share of the training split kept (stratified, seeded): small values over-fit", low=0.01, high=1.0),),
+    targets={"mlp": {"val/acc": 0.97}, "linear": {"val/acc": 0.90}},
+    targets_source=("mlp: results/quickstart, tuned sgd / adam / adagrad end at val/acc 0.976 / 0.977 / 0.968 after "
+                    "20 epochs; linear: adam lr=1e-3, batch 64, 20 epochs, seed 0 reaches 0.905"),
 ))
 DATASETS.register(DatasetInfo(
     name="breast_cancer", factory="bench.data.builtin:breast_cancer", task="binary",
     summary="scikit-learn Wisconsin breast cancer: 569 cases, 30 features, binary",
+    targets={"mlp": {"val/acc": 0.95}, "linear": {"val/acc": 0.90}},
+    targets_source="adam lr=1e-3, batch 64, 20 epochs, seed 0: mlp 128-64 val/acc 0.956, linear 0.904",
 ))
 DATASETS.register(DatasetInfo(
     name="synthetic_classification", factory="bench.data.builtin:synthetic_classification", task="multiclass",
@@ -46,15 +51,23 @@ DATASETS.register(DatasetInfo(
         HParam("n_classes", "int", 10, "classes", low=2),
         HParam("class_sep", "float", 1.5, "cluster separation (larger is easier)", low=0.0),
     ),
+    targets={"mlp": {"val/acc": 0.87}, "linear": {"val/acc": 0.72}},  # at the default arguments
+    targets_source=("default arguments, adam lr=1e-3, batch 64, 20 epochs, seed 0: mlp 128-64 val/acc 0.877, "
+                    "linear 0.728"),
 ))
 DATASETS.register(DatasetInfo(
     name="digits_images", factory="bench.data.builtin:digits_images", task="multiclass",
     summary="scikit-learn digits as 1x8x8 images (CNN, autoencoder, GAN); pixels scaled to [0, 1] by default",
     args=(HParam("scale", "str", "minmax", "pixel scaling from training statistics", choices=SCALES),),
+    targets={"cnn": {"val/acc": 0.975}, "autoencoder": {"val/mse": 0.013}, "gan": {"val/mmd": 0.25}},
+    targets_source=("the models' reference runs (bench list), adam lr=1e-3, batch 64, seed 0: cnn val/acc 0.978 "
+                    "(10 epochs), autoencoder val/mse 0.0130 (20 epochs), gan val/mmd 0.240 (60 epochs)"),
 ))
 DATASETS.register(DatasetInfo(
     name="diabetes", factory="bench.data.builtin:diabetes", task="regression",
     summary="scikit-learn diabetes progression: 442 patients, 10 features, 1 target (standardized)",
+    targets={"sigmoid_net": {"val/mse": 0.56}},
+    targets_source="sigmoid_net's reference run (bench list): adam lr=1e-3, batch 64, 30 epochs, seed 0: val/mse 0.559",
 ))
 DATASETS.register(DatasetInfo(
     name="synthetic_regression", factory="bench.data.synthetic:synthetic_regression", task="regression",
@@ -66,6 +79,8 @@ DATASETS.register(DatasetInfo(
         HParam("teacher_hidden", "int", 16, "hidden sigmoid units of the random teacher network", low=1),
         HParam("noise", "float", 0.1, "std of Gaussian label noise relative to the signal's std", low=0.0),
     ),
+    targets={"sigmoid_net": {"val/mse": 0.26}},
+    targets_source="sigmoid_net's reference run (bench list): adam lr=1e-3, batch 64, 30 epochs, seed 0: val/mse 0.261",
 ))
 DATASETS.register(DatasetInfo(
     name="sequences", factory="bench.data.synthetic:sequences", task="sequence",
@@ -77,6 +92,9 @@ DATASETS.register(DatasetInfo(
         HParam("copy_offset", "int", 0, "copy task: target is the input rotated left by this many positions", low=0),
         HParam("n_samples", "int", 3000, "number of sequences", low=30),
     ),
+    targets={"transformer": {"val/seq_acc": 0.89}},
+    targets_source=("transformer's reference run (bench list): adam lr=1e-3, batch 64, 10 epochs, seed 0: "
+                    "val/seq_acc 0.892"),
 ))
 # A user file's task is metadata too (checked against the model before anything runs): one name per task.
 DATASETS.register(DatasetInfo(

@@ -15,7 +15,9 @@ from bench.tracking import Tracker
 from bench.tuning.storage import open_storage
 from bench.tuning.study import optuna_study_name
 
-CURVE_KEYS = ("steps", "samples", "wall_time_s", "lr")  # x-axes besides the epoch, and the applied lr
+# x-axes of the curves per evaluation point (`epoch` is fractional within an epoch; runs recorded
+# before budgets were values lack it and `train_time_s`), and the applied lr
+CURVE_KEYS = ("epoch", "steps", "samples", "train_time_s", "wall_time_s", "lr")
 
 
 @dataclass
@@ -36,8 +38,9 @@ class ArmResult:
     epochs: float = float("nan")  # means over eval seeds
     steps: float = float("nan")
     samples: float = float("nan")
+    train_time_s: float = float("nan")  # training only, evaluation excluded
     wall_time_s: float = float("nan")
-    curves: dict[str, np.ndarray] = field(default_factory=dict)  # key -> (seeds, epochs)
+    curves: dict[str, np.ndarray] = field(default_factory=dict)  # key -> (seeds, evaluation points)
     best_so_far: list[float] = field(default_factory=list)  # tuning curve, by trial number
     importances: dict[str, float] = field(default_factory=dict)  # study user attr param_importances
     importance_note: str = ""  # why importances are missing, when they are
@@ -108,7 +111,7 @@ def collect(spec: StudySpec, *, tracking_uri: str, storage_url: str | None) -> S
                                                   "best_trial": str(res.best_trial)}, status="FINISHED")
         evals.sort(key=lambda r: int(r.data.tags["seed"]))
         res.eval_run_ids = [r.info.run_id for r in evals]
-        per_seed: dict[str, list] = {"epochs": [], "steps": [], "samples": [], "wall_time_s": []}
+        per_seed: dict[str, list] = {"epochs": [], "steps": [], "samples": [], "train_time_s": [], "wall_time_s": []}
         curves: dict[str, list[list[float]]] = {objective: [], **{k: [] for k in CURVE_KEYS}}
         for run in evals:
             if run.data.tags.get("status") == "diverged" or test_metric not in run.data.metrics:
@@ -116,19 +119,20 @@ def collect(spec: StudySpec, *, tracking_uri: str, storage_url: str | None) -> S
                 continue
             res.test_values.append(run.data.metrics[test_metric])
             res.test_seeds.append(int(run.data.tags["seed"]))
-            for key in ("epochs", "steps", "samples"):
+            for key in ("epochs", "steps", "samples", "train_time_s"):
                 per_seed[key].append(float(run.data.tags.get(f"{key}_run" if key == "epochs" else key, "nan")))
             per_seed["wall_time_s"].append(run.data.metrics.get("wall_time_s", float("nan")))
             for key in curves:
                 history = sorted(tracker.client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)
-                curves[key].append([m.value for m in history])
+                if history:
+                    curves[key].append([m.value for m in history])
             provenance.update({k: v for k, v in run.data.tags.items()
                                if k.startswith(("version.", "git_", "python", "host", "device"))})
         for key, values in per_seed.items():
             setattr(res, key, float(np.mean(values)) if values else float("nan"))
         for key, rows in curves.items():
             if rows:
-                n = min(map(len, rows))  # seeds share the epoch budget; a diverged one is excluded
+                n = min(map(len, rows))  # seeds share the budget's points; a diverged one is excluded
                 res.curves[key] = np.array([r[:n] for r in rows])
         results.append(res)
     return StudyResult(spec, objective, test_metric, direction, results, provenance)

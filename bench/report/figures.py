@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -19,6 +20,7 @@ import optuna  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
+from bench.hparams import Dist  # noqa: E402
 from bench.report.collect import ArmResult, StudyResult  # noqa: E402
 
 DPI = 100
@@ -40,30 +42,52 @@ def _tasks(result: StudyResult, need: str) -> dict[str, list[ArmResult]]:
     return out
 
 
+# The learning-curve panels: (curve key, axis label, log scale). `epoch` falls back to the point
+# number for runs recorded before budgets were values (one point per epoch then).
+CURVE_AXES = (("epoch", "epochs", False), ("steps", "optimizer steps", True),
+              ("samples", "training samples", True), ("train_time_s", "training time [s] (evaluation excluded)", False))
+
+
+def curve_x(arm: ArmResult, key: str, n: int) -> np.ndarray | None:
+    """Mean over eval seeds of an x-axis at each of the n evaluation points (None when not recorded)."""
+    if key in arm.curves and arm.curves[key].shape[1] >= n:
+        return arm.curves[key].mean(0)[:n]
+    if key == "epoch":
+        return np.arange(1, n + 1, dtype=float)
+    if key == "train_time_s" and "wall_time_s" in arm.curves:  # older runs: wall time is the nearest
+        return arm.curves["wall_time_s"].mean(0)[:n]
+    return None
+
+
 def learning_curves(result: StudyResult, path: Path, targets: dict[str, float] | None = None) -> Path | None:
-    """Validation objective of the selected configurations (eval seeds: mean line, min-max band)
-    against epochs, optimizer steps and wall time, one row per task; the dashed line is the
-    time-to-target threshold. BGD and SGD look very different on each axis, which is the point."""
+    """Validation objective of the selected configurations (eval seeds: mean line, min-max band) at
+    their evaluation points against epochs, optimizer steps, training samples and training time,
+    one panel per axis and one row per task; the dashed line is the time-to-target threshold. BGD
+    and SGD meet on every axis: far apart per step, closer per sample, which is the point."""
     tasks = _tasks(result, result.objective)
     if not tasks:
         return None
-    fig, grid = plt.subplots(len(tasks), 3, figsize=(15, 4.2 * len(tasks)), squeeze=False)
+    fig, grid = plt.subplots(len(tasks), len(CURVE_AXES), figsize=(19, 4.2 * len(tasks)), squeeze=False)
     for row, (task, arms) in zip(grid, tasks.items()):
         for arm in arms:
             y = arm.curves[result.objective]
-            xs = {"epoch": np.arange(1, y.shape[1] + 1), "optimizer steps": arm.curves["steps"].mean(0),
-                  "wall time [s]": arm.curves["wall_time_s"].mean(0)}
-            for ax, (label, x) in zip(row, xs.items()):
-                (line,) = ax.plot(x, y.mean(0), marker="o", ms=3, label=f"{arm.arm.name} (n={len(y)})")
-                ax.fill_between(x, y.min(0), y.max(0), color=line.get_color(), alpha=0.2)
-                ax.set_xlabel(label)
+            color = None
+            for ax, (key, _label, _log) in zip(row, CURVE_AXES):
+                x = curve_x(arm, key, y.shape[1])
+                if x is None:
+                    continue
+                (line,) = ax.plot(x, y.mean(0), marker="o", ms=3, color=color,
+                                  label=f"{arm.arm.name} (n={len(y)})")
+                color = line.get_color()
+                ax.fill_between(x, y.min(0), y.max(0), color=color, alpha=0.2)
         target = (targets or {}).get(task)
-        for ax in row:
+        for ax, (_key, label, log) in zip(row, CURVE_AXES):
             if target is not None and math.isfinite(target):
                 ax.axhline(target, color="0.3", ls="--", lw=1)
+            ax.set_xlabel(label)
+            if log:
+                ax.set_xscale("log")
             ax.grid(alpha=0.3)
-        row[0].xaxis.set_major_locator(MaxNLocator(integer=True))
-        row[1].set_xscale("log")
         row[0].set_ylabel(f"{result.objective}\n(mean over eval seeds, min-max band)")
         row[0].set_title(task, loc="left", fontsize=10)
         row[0].legend(fontsize=8)
@@ -81,15 +105,14 @@ def lr_curves(result: StudyResult, path: Path) -> Path | None:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
     for arm in arms:
         lr = arm.curves["lr"].mean(0)
-        (line,) = axes[0].plot(np.arange(1, len(lr) + 1), lr, marker="o", ms=3, label=arm.arm.name)
+        (line,) = axes[0].plot(curve_x(arm, "epoch", len(lr)), lr, marker="o", ms=3, label=arm.arm.name)
         steps = arm.curves["steps"].mean(0)[: len(lr)] if "steps" in arm.curves else None
         if steps is not None:
             axes[1].plot(steps, lr, marker="o", ms=3, color=line.get_color())
-    axes[0].set_xlabel("epoch")
-    axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0].set_xlabel("epochs")
     axes[1].set_xlabel("optimizer steps")
     axes[1].set_xscale("log")
-    axes[0].set_ylabel("applied lr (end of epoch)")
+    axes[0].set_ylabel("applied lr (at each evaluation)")
     for ax in axes:
         ax.set_yscale("log")
         ax.grid(alpha=0.3, which="both")
@@ -124,6 +147,151 @@ def tuning_curves(result: StudyResult, path: Path) -> Path | None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(f"{result.spec.name}: tuning curves (same budget per arm)")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+@dataclass
+class TrialPoint:
+    """One tuning trial in the sensitivity figures: its values and how it ended."""
+
+    number: int
+    params: dict[str, float]
+    value: float | None  # final objective (completed), last reported value (pruned), None (diverged, failed)
+    state: str  # "complete" | "pruned" | "diverged" | "failed"
+
+
+def trial_points(arm: ArmResult) -> list[TrialPoint]:
+    """Every finished tuning trial of an arm from its Optuna study (running ones are left out). The
+    chosen optimizer's parameters of an arm that tunes it lose their `<optimizer>.` prefix."""
+    if arm.study is None:
+        return []
+    out = []
+    for t in arm.study.get_trials(deepcopy=False):
+        chosen = t.params.get("optimizer")
+        params = {}
+        for k, v in t.params.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                params[k.split(".", 1)[1] if chosen and k.startswith(f"{chosen}.") else k] = float(v)
+        if t.state == TrialState.COMPLETE:
+            out.append(TrialPoint(t.number, params, float(t.value), "complete"))
+        elif t.state == TrialState.PRUNED:
+            diverged = str(t.user_attrs.get("pruned_reason", "")).startswith("diverged")
+            last = t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None
+            ok = not diverged and last is not None and math.isfinite(last)
+            out.append(TrialPoint(t.number, params, float(last) if ok else None, "pruned" if ok else "diverged"))
+        elif t.state == TrialState.FAIL:
+            out.append(TrialPoint(t.number, params, None, "failed"))
+    return out
+
+
+def sensitivity_data(result: StudyResult) -> dict[str, list[TrialPoint]]:
+    """Arm -> its trials that have a learning rate (arms that tune lr; one colour each)."""
+    out = {}
+    for a in result.arms:
+        points = [p for p in trial_points(a) if "lr" in p.params]
+        if len({p.params["lr"] for p in points}) > 1:
+            out[a.arm.name] = points
+    return out
+
+
+def lr_sensitivity(result: StudyResult, path: Path) -> Path | None:
+    """Final validation objective against learning rate over all tuning trials, one colour per
+    arm (optimizer): filled = completed, hollow = pruned at its last reported value, x at the
+    lower edge = diverged or failed."""
+    data = sensitivity_data(result)
+    if not data:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 4.6))
+    edge = ax.get_xaxis_transform()  # x in data, y in axes coordinates: the lower edge
+    for name, points in data.items():
+        color = None
+        for state, kw in (("complete", {}), ("pruned", {"facecolors": "none"})):
+            sel = [p for p in points if p.state == state]
+            if sel:
+                dots = ax.scatter([p.params["lr"] for p in sel], [p.value for p in sel], s=22, color=color,
+                                  label=f"{name} ({state}, {len(sel)})", **kw)
+                color = color or dots.get_edgecolor()[0]
+                if state == "pruned":
+                    dots.set_edgecolors(color)
+        bad = [p for p in points if p.state in ("diverged", "failed")]
+        if bad:
+            ax.scatter([p.params["lr"] for p in bad], [0.02] * len(bad), marker="x", s=30, color=color,
+                       transform=edge, clip_on=False, label=f"{name} (diverged/failed, {len(bad)})")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate (log)")
+    ax.set_ylabel(f"final {result.objective} (tuning trials)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title(f"{result.spec.name}: learning-rate sensitivity", loc="left", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+@dataclass
+class Grid:
+    """A two-parameter heatmap: best completed value per cell, and every trial as a dot."""
+
+    x: str
+    y: str
+    x_edges: np.ndarray
+    y_edges: np.ndarray
+    values: np.ndarray  # (len(y_edges) - 1, len(x_edges) - 1); NaN where no completed trial falls
+    log: tuple[bool, bool]
+    points: list[TrialPoint]
+
+
+HEATMAP_BINS = 8
+
+
+def heatmap_data(arm: ArmResult, direction: str, bins: int = HEATMAP_BINS) -> Grid | None:
+    """The grid of an arm that tunes at least two numeric (range) hyper-parameters, over the two
+    most important ones (the arm's fANOVA importances, else the space's order); None otherwise."""
+    ranges = {k.split(".", 1)[-1] if arm.arm.choices else k: d for k, d in arm.arm.space.items()
+              if d.choices is None}
+    if len(ranges) < 2:
+        return None
+    order = sorted(ranges, key=lambda k: -arm.importances.get(k, -1.0)) if arm.importances else list(ranges)
+    x, y = order[:2]
+    points = [p for p in trial_points(arm) if x in p.params and y in p.params]
+    if not points:
+        return None
+
+    def edges(d: Dist) -> np.ndarray:
+        return np.geomspace(d.low, d.high, bins + 1) if d.log else np.linspace(d.low, d.high, bins + 1)
+
+    xe, ye = edges(ranges[x]), edges(ranges[y])
+    values = np.full((bins, bins), np.nan)
+    better = max if direction == "maximize" else min
+    for p in points:
+        if p.state != "complete":
+            continue
+        i = min(max(int(np.searchsorted(ye, p.params[y], side="right")) - 1, 0), bins - 1)
+        j = min(max(int(np.searchsorted(xe, p.params[x], side="right")) - 1, 0), bins - 1)
+        values[i, j] = p.value if np.isnan(values[i, j]) else better(values[i, j], p.value)
+    return Grid(x, y, xe, ye, values, (ranges[x].log, ranges[y].log), points)
+
+
+def heatmap(arm: ArmResult, result: StudyResult, path: Path) -> Path | None:
+    grid = heatmap_data(arm, result.direction)
+    if grid is None:
+        return None
+    fig, ax = plt.subplots(figsize=(5.6, 4.4))
+    cmap = "viridis" if result.direction == "maximize" else "viridis_r"
+    mesh = ax.pcolormesh(grid.x_edges, grid.y_edges, np.ma.masked_invalid(grid.values), cmap=cmap, shading="flat")
+    fig.colorbar(mesh, ax=ax, label=f"best final {result.objective}")
+    for state, face in (("complete", "k"), ("pruned", "none")):
+        sel = [p for p in grid.points if p.state == state]
+        if sel:
+            ax.scatter([p.params[grid.x] for p in sel], [p.params[grid.y] for p in sel], s=12,
+                       facecolors=face, edgecolors="k", lw=0.6)
+    if grid.log[0]:
+        ax.set_xscale("log")
+    if grid.log[1]:
+        ax.set_yscale("log")
+    ax.set_xlabel(grid.x)
+    ax.set_ylabel(grid.y)
+    ax.set_title(f"{arm.arm.name}: {grid.x} x {grid.y}", loc="left", fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
 

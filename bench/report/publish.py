@@ -31,7 +31,7 @@ PREFIX = "result/"
 RANKING_VIEW = "ranking"
 VIEW_TAG = "mlflow.sharedViewState."  # where MLflow's UI stores a shared view of an experiment's runs
 COUNTS = ("trials_complete", "trials_pruned", "trials_failed", "trials_diverged", "diverged_evals")
-COSTS = ("epochs", "steps", "samples", "wall_time_s")
+COSTS = ("epochs", "steps", "samples", "train_time_s", "wall_time_s")
 
 
 def metric_names(test_metric: str, objective: str) -> dict[str, str]:

@@ -42,10 +42,14 @@ def summary_table(result: StudyResult, analysis: Analysis | None = None) -> pd.D
             "test_std": float(np.std(a.test_values, ddof=1)) if len(a.test_values) > 1 else math.nan,
             "test_ci95_low": low, "test_ci95_high": high, "eval_seeds": len(a.test_values),
             "diverged_evals": a.diverged_evals,
-            "epochs": a.epochs, "steps": a.steps, "samples": a.samples, "wall_time_s": a.wall_time_s,
+            "budget": a.arm.budget.kind, "budget_value": a.arm.budget.value, "eval_every": a.arm.budget.eval_every,
+            "epochs": a.epochs, "steps": a.steps, "samples": a.samples, "train_time_s": a.train_time_s,
+            "wall_time_s": a.wall_time_s,
             f"final_{result.objective}": final_validation(a, result.objective),
             "target": analysis.targets[a.task].value if a.task in analysis.targets else math.nan,
-            **{f"target_{k}": tt.get(k, math.nan) for k in ("epochs", "steps", "samples", "wall_time_s")},
+            "target_source": analysis.targets[a.task].source if a.task in analysis.targets else "",
+            **{f"target_{k}": tt.get(k, math.nan) for k in ("epochs", "steps", "samples", "train_time_s",
+                                                            "wall_time_s")},
             "method": analysis.methods.get(a.arm.name, a.arm.name),
             "parent_run_id": a.parent_run_id, "eval_run_ids": " ".join(a.eval_run_ids),
         })
@@ -89,11 +93,11 @@ def markdown(result: StudyResult, table: pd.DataFrame, analysis: Analysis, figur
         f"Objective: **{result.objective}** ({result.direction}), selected on the validation split; "
         f"the best configuration of each arm is re-run with {spec.eval.seeds} seeds and scored on the "
         f"held-out test split ({result.test_metric}). Each arm: {t.n_trials} trials of "
-        f"{spec.epochs} epochs, sampler `{_arm_setting(result, 'sampler')}` (seed {t.seed}), "
+        f"{_budgets(result)}, sampler `{_arm_setting(result, 'sampler')}` (seed {t.seed}), "
         f"pruner `{_arm_setting(result, 'pruner')}`.", "",
     ]
     for task, target in analysis.targets.items():
-        lines += [f"**Target** ({task}), for time-to-target: {target.how}", ""]
+        lines += [f"**Target** ({task}), for time-to-target, {target.source}: {target.how}", ""]
     lines += ["## Ranking", ""]
     for task, arms in analysis.tasks.items():
         if multi:
@@ -114,27 +118,34 @@ def markdown(result: StudyResult, table: pd.DataFrame, analysis: Analysis, figur
     lines += ["CI: two-sided Student-t interval over the eval seeds (n-1 degrees of freedom). Diverged trials: "
               "tuning trials stopped because the loss became non-finite (counted as pruned).", "",
               "## Cost to the end and to the target", "",
-              "Means over the eval seeds. *To the end*: the whole epoch budget. *To target*: the first epoch at "
-              "which the arm's mean validation curve reaches the task's target (above), with the optimizer steps, "
-              "samples and wall time spent by then (AlgoPerf's time-to-result; wall time is this machine's).", ""]
+              "Means over the eval seeds. *To the end*: the whole budget. *To target*: the first evaluation point "
+              "at which the arm's mean validation curve reaches the task's target (above), with the epochs, "
+              "optimizer steps, samples, training time (evaluation excluded) and wall time spent by then "
+              "(AlgoPerf's time-to-result; times are this machine's).", ""]
     for task, arms in analysis.tasks.items():
         if multi:
             lines += [f"### {task}", ""]
-        lines += ["| arm | epochs | optimizer steps | samples | wall time (s) | epochs to target | "
-                  "steps to target | samples to target | wall time to target (s) |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += ["| arm | budget | epochs | optimizer steps | samples | train time (s) | wall time (s) | "
+                  "epochs to target | steps to target | samples to target | train time to target (s) | "
+                  "wall time to target (s) |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for a in arms:
             r = rows.loc[a.arm.name]
             lines.append(
-                f"| {a.arm.name} | {_fmt(r['epochs'], 3)} | {_fmt(r['steps'], 6)} | {_fmt(r['samples'], 7)} | "
+                f"| {a.arm.name} | {a.arm.budget.value:g} {a.arm.budget.kind} | {_fmt(r['epochs'], 3)} | "
+                f"{_fmt(r['steps'], 6)} | {_fmt(r['samples'], 7)} | {_fmt(r['train_time_s'], 3)} | "
                 f"{_fmt(r['wall_time_s'], 3)} | {_fmt(r['target_epochs'], 3)} | {_fmt(r['target_steps'], 6)} | "
-                f"{_fmt(r['target_samples'], 7)} | {_fmt(r['target_wall_time_s'], 3)} |")
+                f"{_fmt(r['target_samples'], 7)} | {_fmt(r['target_train_time_s'], 3)} | "
+                f"{_fmt(r['target_wall_time_s'], 3)} |")
         lines.append("")
+    lines += budget_section(result, rows)
     lines += pairwise_section(result, analysis)
     if figures.get("learning_curves"):
         lines += ["## Learning curves", "",
-                  "Validation objective of each arm's selected configuration: mean over the eval seeds, band = "
-                  "min..max over seeds, against epochs, optimizer steps (log) and wall time; dashed: the target.", "",
+                  "Validation objective of each arm's selected configuration at its evaluation points: mean over "
+                  "the eval seeds, band = min..max over seeds, against epochs, optimizer steps (log), training "
+                  "samples (log) and training time (evaluation excluded): one axis per panel, so full-batch and "
+                  "mini-batch arms meet on each; dashed: the target.", "",
                   f"![learning curves]({_rel(figures['learning_curves'], out_dir)})", ""]
     if figures.get("lr_curves"):
         lines += ["## Learning rate applied", "",
@@ -142,6 +153,7 @@ def markdown(result: StudyResult, table: pd.DataFrame, analysis: Analysis, figur
                   "it was applied, not as configured.", "",
                   f"![learning rate]({_rel(figures['lr_curves'], out_dir)})", ""]
     lines += tuning_section(result, figures, out_dir)
+    lines += sensitivity_section(result, figures, out_dir)
     lines += factor_sections(result)
     lines += strategy_section(result)
     if multi:
@@ -153,6 +165,66 @@ def markdown(result: StudyResult, table: pd.DataFrame, analysis: Analysis, figur
                      f"`{row['parent_run_id']}` |")
     lines += provenance_section(result, by_arm)
     return "\n".join(lines) + "\n"
+
+
+def _budgets(result: StudyResult) -> str:
+    """'15 epochs, evaluated every epoch' when the arms share one budget, else 'per-arm budgets'."""
+    budgets = list(dict.fromkeys(a.arm.budget for a in result.arms))
+    if len(budgets) == 1:
+        return budgets[0].describe()
+    return "per-arm budgets (" + "; ".join(f"{a.arm.name}: {a.arm.budget.describe()}" for a in result.arms) + ")"
+
+
+def budget_section(result: StudyResult, rows: pd.DataFrame) -> list[str]:
+    """When arms differ in budget kind: optimizer x budget kind -> test mean [CI] and the training
+    time to the target, one table per task, so each budget's answer reads side by side."""
+    kinds = list(dict.fromkeys(a.arm.budget.kind for a in result.arms))
+    if len(kinds) < 2:
+        return []
+    lines = ["## Budgets side by side", "",
+             f"{result.test_metric} mean [95% CI] over the eval seeds, and the training time (s) to the target, "
+             "of each optimizer under each budget kind (equal epochs, equal optimizer steps, equal training "
+             "time ...). The budget's value is in the column head.", ""]
+    for task in dict.fromkeys(a.task for a in result.arms):
+        arms = [a for a in result.arms if a.task == task]
+        cols = {k: sorted({a.arm.budget.value for a in arms if a.arm.budget.kind == k}) for k in kinds}
+        head = [f"{k} = {', '.join(f'{v:g}' for v in vs)}" for k, vs in cols.items()]
+        if len(dict.fromkeys(a.task for a in result.arms)) > 1:
+            lines += [f"### {task}", ""]
+        lines += ["| optimizer | " + " | ".join(head) + " |", "|---|" + "---|" * len(kinds)]
+        for optimizer in dict.fromkeys(a.arm.optimizer for a in arms):
+            cells = []
+            for kind in kinds:
+                found = [a for a in arms if a.arm.optimizer == optimizer and a.arm.budget.kind == kind]
+                parts = []
+                for a in found:
+                    r = rows.loc[a.arm.name]
+                    parts.append(f"{_fmt(r['test_mean'])} [{_fmt(r['test_ci95_low'])}, {_fmt(r['test_ci95_high'])}]"
+                                 f"; to target {_fmt(r['target_train_time_s'], 3)} s")
+                cells.append(" / ".join(parts) or "–")
+            lines.append(f"| {optimizer} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+def sensitivity_section(result: StudyResult, figures: dict, out_dir: Path) -> list[str]:
+    lines: list[str] = []
+    if figures.get("lr_sensitivity"):
+        lines += ["## Learning-rate sensitivity", "",
+                  f"Final {result.objective} of every tuning trial against its learning rate (log axis), one colour "
+                  "per arm: filled = completed, hollow = pruned (at its last reported value), × at the lower "
+                  "edge = diverged or failed (no value).", "",
+                  f"![learning-rate sensitivity]({_rel(figures['lr_sensitivity'], out_dir)})", ""]
+    heatmaps = figures.get("heatmaps") or {}
+    if heatmaps:
+        lines += ["## Two hyper-parameters", "",
+                  f"Arms that tune two or more numeric hyper-parameters: the best final {result.objective} of the "
+                  "completed trials in each cell of a grid over the two most important ones (log axes where the "
+                  "space is log); dots are the trials (hollow: pruned).", "",
+                  "| arm | heatmap |", "|---|---|"]
+        lines += [f"| {arm} | ![{arm} heatmap]({_rel(path, out_dir)}) |" for arm, path in heatmaps.items()]
+        lines.append("")
+    return lines
 
 
 def _fmt_int(x: object) -> str:
@@ -429,6 +501,9 @@ def write_report(result: StudyResult, out_dir: Path) -> Path:
         "learning_curves": figs.learning_curves(result, fig_dir / "learning_curves.png", targets),
         "lr_curves": figs.lr_curves(result, fig_dir / "lr_curves.png"),
         "tuning_curves": figs.tuning_curves(result, fig_dir / "tuning_curves.png"),
+        "lr_sensitivity": figs.lr_sensitivity(result, fig_dir / "lr_sensitivity.png"),
+        "heatmaps": {a.arm.name: path for a in result.arms
+                     if (path := figs.heatmap(a, result, fig_dir / f"heatmap-{figs._safe(a.arm.name)}.png"))},
         "optuna": {}, "optuna_notes": [],
     }
     for a in result.arms:

@@ -130,13 +130,16 @@ def majority_target(finals: dict[str, float], direction: str) -> float:
 
 def time_to_target(curve: np.ndarray, axes: dict[str, np.ndarray], target: float, direction: str
                    ) -> dict[str, float]:
-    """First epoch (1-based) where `curve` (mean over seeds, one value per epoch) reaches the
-    target, and each axis (mean over seeds per epoch: steps, samples, wall_time_s) at that epoch.
-    inf everywhere when the target is never reached."""
+    """First evaluation point where `curve` (mean over seeds, one value per point) reaches the
+    target, and each axis (mean over seeds per point: steps, samples, train_time_s, wall_time_s)
+    there. `epochs` is the `epoch` axis when given (fractional under a steps, samples or seconds
+    budget), else the 1-based point (one per epoch). inf everywhere when the target is never reached."""
+    others = {k: v for k, v in axes.items() if k != "epoch"}
     for e, value in enumerate(curve):
         if math.isfinite(target) and reaches(float(value), target, direction):
-            return {"epochs": float(e + 1), **{k: float(v[e]) for k, v in axes.items()}}
-    return {"epochs": math.inf, **{k: math.inf for k in axes}}
+            epochs = float(axes["epoch"][e]) if "epoch" in axes else float(e + 1)
+            return {"epochs": epochs, **{k: float(v[e]) for k, v in others.items()}}
+    return {"epochs": math.inf, **{k: math.inf for k in others}}
 
 
 def performance_profile(times: dict[str, dict[str, float]], taus: Sequence[float]) -> dict[str, list[float]]:

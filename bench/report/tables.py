@@ -13,7 +13,7 @@ import pandas as pd
 from bench.report import stats
 from bench.report.collect import ArmResult, StudyResult
 
-COST_AXES = ("steps", "samples", "wall_time_s")  # besides epochs
+COST_AXES = ("steps", "samples", "train_time_s", "wall_time_s")  # besides epochs
 PROFILE_TAUS = tuple(float(t) for t in np.round(np.logspace(0, np.log10(8), 61), 4))  # 1 .. 8
 
 
@@ -21,6 +21,7 @@ PROFILE_TAUS = tuple(float(t) for t in np.round(np.logspace(0, np.log10(8), 61),
 class Target:
     value: float
     how: str  # one sentence, printed in the report
+    source: str = "derived"  # "study file" | "workload" | "derived" (from the arms' own results)
 
 
 @dataclass
@@ -62,22 +63,12 @@ def analyse(result: StudyResult) -> Analysis:
     for a in result.arms:
         tasks.setdefault(a.task, []).append(a)
     tasks = {t: _ranked(arms, direction) for t, arms in tasks.items()}
-    explicit = getattr(result.spec, "target", None)  # a study-file `target`, when the schema has one
     targets, to_target, comparisons = {}, {}, {}
     for task, arms in tasks.items():
-        if explicit is not None:
-            targets[task] = Target(float(explicit), f"{objective} = {explicit:g}, set by the study file.")
-        else:
-            finals = {a.arm.name: final_validation(a, objective) for a in arms}
-            n = sum(math.isfinite(v) for v in finals.values())
-            value = stats.majority_target(finals, direction)
-            k = n // 2 + 1 if n > 1 else n
-            targets[task] = Target(value, (
-                f"{objective} {'≥' if direction == 'maximize' else '≤'} {value:.4g}: the {_ordinal(k)} best of the "
-                f"{n} arms' final validation values (mean over eval seeds), so a majority of arms reach it."))
+        targets[task] = task_target(result, arms)
         for a in arms:
             if objective in a.curves:
-                axes = {k: a.curves[k].mean(0) for k in COST_AXES if k in a.curves}
+                axes = {k: a.curves[k].mean(0) for k in ("epoch", *COST_AXES) if k in a.curves}
                 to_target[a.arm.name] = stats.time_to_target(a.curves[objective].mean(0), axes,
                                                              targets[task].value, direction)
             else:
@@ -99,6 +90,35 @@ def analyse(result: StudyResult) -> Analysis:
         table["mean rank"] = table.mean(axis=1, skipna=True)
         out.rank_table = table.sort_values("mean rank")
     return out
+
+
+def task_target(result: StudyResult, arms: list[ArmResult]) -> Target:
+    """The time-to-target threshold of a task: the study file's `target`, else the workload's
+    (DatasetInfo.targets of the dataset, for the model and the objective), else, as a labelled
+    fallback, the value a majority of the arms reach (their final mean validation values)."""
+    from bench.data import DATASETS
+
+    objective, direction = result.objective, result.direction
+    sign = "≥" if direction == "maximize" else "≤"
+    explicit = getattr(result.spec, "target", None)
+    if explicit is not None:
+        return Target(float(explicit), f"{objective} {sign} {explicit:.4g}: set by the study file (`target`).",
+                      "study file")
+    model, dataset = arms[0].arm.model, arms[0].arm.dataset
+    info = DATASETS.get(dataset)
+    declared = info.target(model, objective)
+    if declared is not None:
+        origin = f" ({info.targets_source})" if info.targets_source else ""
+        return Target(declared, f"{objective} {sign} {declared:.4g}: the workload's fixed target for {model} on "
+                      f"{dataset}, declared with the dataset{origin}.", "workload")
+    finals = {a.arm.name: final_validation(a, objective) for a in arms}
+    n = sum(math.isfinite(v) for v in finals.values())
+    value = stats.majority_target(finals, direction)
+    k = n // 2 + 1 if n > 1 else n
+    return Target(value, (
+        f"{objective} {sign} {value:.4g}: derived (no target declared for {model} on {dataset}, none in the "
+        f"study file): the {_ordinal(k)} best of the {n} arms' final validation values (mean over eval seeds), "
+        "so a majority of arms reach it."), "derived")
 
 
 def _ordinal(k: int) -> str:
