@@ -172,7 +172,10 @@ def _budgets(result: StudyResult) -> str:
     budgets = list(dict.fromkeys(a.arm.budget for a in result.arms))
     if len(budgets) == 1:
         return budgets[0].describe()
-    return "per-arm budgets (" + "; ".join(f"{a.arm.name}: {a.arm.budget.describe()}" for a in result.arms) + ")"
+    groups: dict = {}
+    for a in result.arms:
+        groups.setdefault(a.arm.budget, []).append(a.arm.name)
+    return "per-arm budgets (" + "; ".join(f"{b.describe()}: {', '.join(names)}" for b, names in groups.items()) + ")"
 
 
 def budget_section(result: StudyResult, rows: pd.DataFrame) -> list[str]:
@@ -199,8 +202,10 @@ def budget_section(result: StudyResult, rows: pd.DataFrame) -> list[str]:
                 parts = []
                 for a in found:
                     r = rows.loc[a.arm.name]
+                    tt = r["target_train_time_s"]
+                    to = f"{_fmt(tt, 3)} s" if isinstance(tt, float) and math.isfinite(tt) else _fmt(tt)
                     parts.append(f"{_fmt(r['test_mean'])} [{_fmt(r['test_ci95_low'])}, {_fmt(r['test_ci95_high'])}]"
-                                 f"; to target {_fmt(r['target_train_time_s'], 3)} s")
+                                 f"; to target {to}")
                 cells.append(" / ".join(parts) or "–")
             lines.append(f"| {optimizer} | " + " | ".join(cells) + " |")
         lines.append("")

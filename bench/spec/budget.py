@@ -53,7 +53,8 @@ class Budget:
         if eval_every is None:
             eval_every = 1 if kind == "epochs" else default_every(kind, value)
         elif kind != "seconds" and eval_every != int(eval_every):
-            raise ValueError(f"eval_every: a {kind} budget evaluates every whole number of {kind} "
+            article = "an" if kind[0] in "aeiou" else "a"
+            raise ValueError(f"eval_every: {article} {kind} budget evaluates every whole number of {kind} "
                              f"(got {eval_every:g})" + ("; use a steps budget to evaluate within epochs"
                                                        if kind == "epochs" else ""))
         if value < eval_every:
