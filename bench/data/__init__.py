@@ -123,7 +123,7 @@ _AUGMENT = HParam("augment", "bool", True, "random 32x32 crop of the 4-pixel pad
                   "per training batch on the device (seeded by the run seed)")
 DATASETS.register(DatasetInfo(
     name="mnist", factory="bench.data.vision:mnist", task="multiclass", args=(_VAL_SIZE,),
-    summary="MNIST 1x28x28 digits from the data folder (torchvision layout): 55000/5000/10000, per-channel standardized",
+    summary="MNIST 1x28x28 digits from the data folder (torchvision layout): 55000/5000/10000, standardized",
     files=tuple(f"MNIST/raw/{f}" for f in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                                            "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")),
 ))

@@ -60,9 +60,9 @@ def missing_message(name: str, missing: list[Path], root: Path) -> str:
     folders = sorted({str(p.parent) for p in missing})
     where = folders[0] if len(folders) == 1 else str(root)
     names = ", ".join(p.name if len(folders) == 1 else str(p.relative_to(root)) for p in missing)
-    return (f"{name}: files missing under {where} ({names}): run `bench data fetch {name}` on a machine with "
-            f"internet (then copy the data folder here), or copy them there; the data folder is --data-dir or "
-            f"${DATA_DIR_ENV} (now {root})")
+    return (f"{name}: files missing under {where} ({names}; gzipped copies also do): run `bench data fetch {name}` "
+            f"on a machine with internet, or copy them there (data folder: --data-dir, else ${DATA_DIR_ENV}; "
+            f"now {root})")
 
 
 def check_datasets(names: Iterable[str]) -> None:

@@ -102,3 +102,32 @@ MODELS.register(ModelInfo(
                "seed 0: val/seq_acc 0.892, val/token_acc 0.975, test/seq_acc 0.895"),
     objective="val/seq_acc",
 ))
+MODELS.register(ModelInfo(
+    name="resnet", factory="bench.models.resnet:ResNet",
+    summary="CIFAR ResNet (He et al. 2016, sec. 4.2): depth 6n+2 (20/32/56), widths 16-32-64, batch norm",
+    tasks=("multiclass", "binary"),
+    hparams=(
+        HParam("depth", "int", 20, "layers with weights: 6n + 2 (20, 32, 44, 56, 110)", low=8),
+        HParam("resnet_width", "int", 16, "channels of the first stage (then 2x and 4x)", low=1),
+        HParam("resnet_shortcut", "str", "A", "A: identity + zero-padded channels (the paper's CIFAR nets); "
+               "B: 1x1 projection where the shape changes", choices=("A", "B")),
+    ),
+    default_dataset="digits_images",
+    reference="RESNET_REFERENCE",
+    objective="val/acc",
+))
+MODELS.register(ModelInfo(
+    name="gru", factory="bench.models.gru:GRU",
+    summary="GRU classifier: (C, L) signals as L steps of C features (images row by row); last state or mean",
+    tasks=("multiclass", "binary", "regression"),
+    hparams=(
+        HParam("gru_hidden", "int", 64, "hidden units per GRU layer (and direction)", low=1),
+        HParam("gru_layers", "int", 1, "stacked GRU layers", low=1),
+        HParam("bidirectional", "bool", False, "read the sequence in both directions"),
+        HParam("gru_pool", "str", "last", "read-out: the top layer's last hidden state, or the mean of its outputs",
+               choices=("last", "mean")),
+    ),
+    default_dataset="mnist1d",
+    reference="GRU_REFERENCE",
+    objective="val/acc",
+))
