@@ -55,18 +55,34 @@ def test_data_folder_defaults_to_the_user_cache(monkeypatch, tmp_path):
     assert data_dir() == tmp_path / "mine"
 
 
-def test_declared_files_are_torchvisions_layout():
-    import torchvision.datasets as tvd
+# torchvision 0.28's layout (MNIST.resources without .gz, CIFAR10.base_folder / train_list / test_list /
+# meta["filename"], CIFAR100 likewise), as its download leaves the files.
+TORCHVISION_LAYOUT = {
+    "mnist": {f"MNIST/raw/{f}" for f in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                                         "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")},
+    "fashion_mnist": {f"FashionMNIST/raw/{f}" for f in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                                                        "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")},
+    "cifar10": {f"cifar-10-batches-py/{f}" for f in ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4",
+                                                     "data_batch_5", "test_batch", "batches.meta")},
+    "cifar100": {"cifar-100-python/train", "cifar-100-python/test", "cifar-100-python/meta"},
+}
 
+
+def test_declared_files_are_torchvisions_layout():
+    for name, files in TORCHVISION_LAYOUT.items():
+        assert set(DATASETS.get(name).files) == files, name
+    try:  # where torchvision imports (it does not next to a CPU torch wheel), compare with its own classes
+        import torchvision.datasets as tvd
+    except Exception:
+        return
     for name, cls in (("mnist", tvd.MNIST), ("fashion_mnist", tvd.FashionMNIST)):
-        raw = {f"{cls.__name__}/raw/{url.removesuffix('.gz')}" for url, _ in cls.resources}
-        assert set(DATASETS.get(name).files) == raw, name
+        assert TORCHVISION_LAYOUT[name] == {f"{cls.__name__}/raw/{url.removesuffix('.gz')}" for url, _ in cls.resources}
     for name, cls in (("cifar10", tvd.CIFAR10), ("cifar100", tvd.CIFAR100)):
         names = [f for f, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
-        assert DATASETS.get(name).files == tuple(f"{cls.base_folder}/{f}" for f in names), name
+        assert TORCHVISION_LAYOUT[name] == {f"{cls.base_folder}/{f}" for f in names}
 
 
-# --- MNIST and Fashion-MNIST (torchvision's classes) ------------------------------------------------
+# --- MNIST and Fashion-MNIST (IDX files) -----------------------------------------------------------
 @pytest.mark.parametrize(("name", "cls", "gz"), [("fashion_mnist", "FashionMNIST", True), ("mnist", "MNIST", False)])
 def test_mnist_like_sets_load_as_written_and_standardized_on_train(data_root, name, cls, gz):
     written = write_mnist(data_root, cls, n_train=300, n_test=100, gz=gz)
@@ -86,8 +102,8 @@ def test_mnist_like_sets_load_as_written_and_standardized_on_train(data_root, na
         np.testing.assert_array_equal(split.y.numpy(), y)
     assert abs(bundle.train.x.mean()) < 1e-5 and bundle.train.x.std(unbiased=False) == pytest.approx(1, abs=1e-4)
     assert bundle.test.x.mean() > 0.5  # the brighter test files keep their offset: no test statistics used
-    if gz:  # decompressed next to the .gz, as torchvision's download leaves them
-        assert (data_root / cls / "raw" / "train-images-idx3-ubyte").is_file()
+    assert sorted(p.name for p in (data_root / cls / "raw").iterdir()) == sorted(  # read where they are, as they are
+        f"{f.split('/')[-1]}{'.gz' if gz else ''}" for f in DATASETS.get(name).files)
 
 
 def test_val_carve_is_seeded_and_test_is_the_official_split(data_root):
@@ -182,18 +198,33 @@ def test_gzipped_copies_count_as_present(data_root):
 
 # --- bench data ----------------------------------------------------------------------------------
 def test_data_fetch_downloads_with_torchvision_and_generates_mnist1d(data_root, monkeypatch, capsys):
-    import torchvision.datasets as tvd
+    import types
 
     calls = []
-    monkeypatch.setattr(tvd, "CIFAR10", lambda root, **kw: calls.append((root, kw)))
+
+    def cifar10(root, **kw):
+        calls.append((root, kw))
+
+    def mnist(root, **kw):
+        raise OSError("no route to host")
+
+    # torchvision's dataset classes as `bench data fetch` calls them (the real package may not import here)
+    fake = types.SimpleNamespace(CIFAR10=cifar10, MNIST=mnist)
+    monkeypatch.setitem(sys.modules, "torchvision", types.ModuleType("torchvision"))
+    monkeypatch.setitem(sys.modules, "torchvision.datasets", fake)
     other = data_root / "other"
     assert main(["data", "fetch", "cifar10", "--data-dir", str(other)]) == 0
     assert calls == [(str(other), {"download": True, "train": True}), (str(other), {"download": True, "train": False})]
+    assert capsys.readouterr().out.strip() == f"cifar10: files in {other}"
     assert main(["data", "fetch", "nosuch"]) == 2
     assert "unknown 'nosuch'" in capsys.readouterr().err
-    monkeypatch.setattr(tvd, "MNIST", lambda root, **kw: (_ for _ in ()).throw(OSError("no route to host")))
     assert main(["data", "fetch", "mnist"]) == 1
     assert capsys.readouterr().err.strip() == "bench data fetch mnist: OSError: no route to host"
+    monkeypatch.setitem(sys.modules, "torchvision.datasets", None)  # not importable
+    assert main(["data", "fetch", "mnist"]) == 2
+    assert "fetching needs a torchvision that imports with this torch" in capsys.readouterr().err
+    assert main(["data", "fetch", "mnist1d", "--data-dir", str(data_root)]) == 0
+    assert len(list(data_root.glob("mnist1d/*.npz"))) == 1
     assert main(["data", "status", "--data-dir", str(data_root)]) == 0
     out = capsys.readouterr().out
     assert f"data folder: {data_root}" in out and "  mnist          4 of 4 files missing" in out

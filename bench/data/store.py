@@ -111,8 +111,10 @@ def fetch(name: str, root: Path | None = None) -> Path:
     if name in TORCHVISION:
         try:
             import torchvision.datasets as tvd
-        except ImportError:
-            raise DataFilesMissing(f"{name}: fetching needs torchvision: pip install -e '.[vision]'") from None
+        except Exception as err:  # not installed, or a CUDA build next to a CPU torch (RuntimeError on import)
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            raise DataFilesMissing(f"{name}: fetching needs a torchvision that imports with this torch "
+                                   f"(pip install -e '.[vision]'): {type(err).__name__}: {first}") from None
         cls, calls = TORCHVISION[name]
         for kwargs in calls:
             getattr(tvd, cls)(str(root), download=True, **kwargs)

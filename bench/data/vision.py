@@ -11,24 +11,26 @@ channel with the mean and standard deviation of the train split's pixels (never 
 stored as float32 (N, C, H, W). The whole set is one in-memory bundle that `fit` moves to the
 training device once (CIFAR-10: ~0.7 GB as float32).
 
-Reading: MNIST and Fashion-MNIST go through torchvision's own classes
-(`torchvision.datasets.MNIST(root, train=..., download=False)`), which check that the
-uncompressed IDX files exist in `<root>/MNIST/raw` and read them; gzipped copies (`*.gz`, what
-the mirrors serve and what a user may copy) are decompressed next to them first, as torchvision's
-download does. CIFAR is read here, in the same pickle format torchvision reads (one dict per batch
-file with `data` (N, 3072) uint8 and `labels`, or `fine_labels` for CIFAR-100): torchvision's
-CIFAR classes refuse to load unless every file's md5 equals the official file's
-(`_check_integrity`, also with download=False), so no test could feed them anything but the real
-400 MB. Reading the format ourselves lets the tests' small fixture files take exactly the code
-path users' files take; the md5 check stays where it guards against bad downloads, in
-`bench data fetch` (torchvision's download verifies the archive and every extracted file).
+Reading: the files are read here, in the formats torchvision reads (IDX for MNIST and
+Fashion-MNIST, plain or gzipped; for CIFAR one pickled dict per batch file with `data` (N, 3072)
+uint8 and `labels`, or `fine_labels` for CIFAR-100), not through torchvision's dataset classes:
+
+* its CIFAR classes refuse to load unless every file's md5 equals the official file's
+  (`_check_integrity`, also with download=False), so no test could feed them anything but the real
+  170 MB; its MNIST classes need the uncompressed IDX files;
+* the torchvision 0.28.0 wheel on PyPI is a CUDA build: next to the CPU torch wheel (what a CPU
+  machine installs) `import torchvision` fails (`RuntimeError: operator torchvision::nms does not
+  exist`), so a CPU machine could not load any data through it.
+
+Reading the formats here keeps one code path for users' files and the tests' small fixture files,
+and loading needs no torchvision at all. torchvision does what only it should: `bench data fetch`
+downloads with its mirrors and md5 checks (download=True), into this same layout.
 """
 
 from __future__ import annotations
 
 import gzip
 import pickle
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +39,7 @@ import torch
 from bench.data import store
 from bench.data.augment import CropFlip
 from bench.data.bundle import DataBundle, Split
-from bench.data.files import FileDataError
+from bench.data.files import FileDataError, read_idx
 
 CIFAR10_DIR, CIFAR100_DIR = "cifar-10-batches-py", "cifar-100-python"
 CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -66,7 +68,7 @@ def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def normalize(images: np.ndarray, mean: np.ndarray, std: np.ndarray) -> torch.Tensor:
     """uint8 (N, C, H, W) -> float32 (value / 255 - mean_c) / std_c."""
-    x = torch.as_tensor(images).float().div_(255.0)
+    x = torch.from_numpy(images.astype(np.float32)).div_(255.0)  # a copy: IDX arrays are read-only buffers
     shape = (1, -1) + (1,) * (images.ndim - 2)
     return x.sub_(torch.as_tensor(mean, dtype=torch.float32).view(shape)).div_(
         torch.as_tensor(std, dtype=torch.float32).view(shape))
@@ -90,45 +92,34 @@ def image_bundle(name: str, train: tuple[np.ndarray, np.ndarray], test: tuple[np
                       augment=crop)
 
 
-# --- MNIST and Fashion-MNIST: torchvision's classes -------------------------------------------
-def _gunzip_missing(raw: Path) -> None:
-    """Decompress `X.gz` to `X` where only the gzipped copy is there (atomically: workers may race)."""
-    for gz in sorted(raw.glob("*-ubyte.gz")):
-        plain = gz.with_suffix("")
-        if not plain.is_file():
-            def write(tmp: Path, gz: Path = gz) -> None:
-                with gzip.open(gz, "rb") as src, open(tmp, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-
-            store.atomic_write(plain, write)
-
-
-def _torchvision_idx(cls_name: str, root: Path) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
-    import torchvision.datasets as tvd
-
-    cls = getattr(tvd, cls_name)
-    _gunzip_missing(root / cls_name / "raw")
+# --- MNIST and Fashion-MNIST: IDX files (torchvision's <Class>/raw/ layout) ----------------------
+def _idx(cls_name: str, root: Path) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    raw = root / cls_name / "raw"
     out = []
-    for train in (True, False):
-        try:
-            ds = cls(str(root), train=train, download=False)
-        except RuntimeError as err:  # "Dataset not found. You can use download=True ..."
-            raise FileDataError(f"{cls_name} under {root}: {err}") from None
-        out.append((ds.data.numpy()[:, None], ds.targets.numpy()))
+    for prefix in ("train", "t10k"):
+        found = [store.present(raw / f"{prefix}-{kind}-ubyte") for kind in ("images-idx3", "labels-idx1")]
+        if None in found:
+            missing = [f"{prefix}-{kind}-ubyte" for kind, f in zip(("images-idx3", "labels-idx1"), found) if f is None]
+            raise FileDataError(f"{cls_name} under {root}: no {', '.join(missing)} in {raw}")
+        x, y = read_idx(found[0]), read_idx(found[1])
+        if x.ndim != 3 or x.dtype != np.uint8 or y.ndim != 1 or len(x) != len(y):
+            raise FileDataError(f"{found[0]}: expected uint8 (N, H, W) images and N labels, got {x.shape} {x.dtype} "
+                                f"and {y.shape}")
+        out.append((x[:, None], y.astype(np.int64)))
     return tuple(out)
 
 
 def mnist(seed: int, val_size: int) -> DataBundle:
-    train, test = _torchvision_idx("MNIST", store.data_dir())
+    train, test = _idx("MNIST", store.data_dir())
     return image_bundle("mnist", train, test, seed=seed, val_size=val_size, n_outputs=10)
 
 
 def fashion_mnist(seed: int, val_size: int) -> DataBundle:
-    train, test = _torchvision_idx("FashionMNIST", store.data_dir())
+    train, test = _idx("FashionMNIST", store.data_dir())
     return image_bundle("fashion_mnist", train, test, seed=seed, val_size=val_size, n_outputs=10)
 
 
-# --- CIFAR: the pickled batches, read as torchvision reads them ------------------------------
+# --- CIFAR: the pickled batches, read as torchvision reads them -------------------------------------
 def read_cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
     """One pickled CIFAR file -> uint8 (N, 3, 32, 32) images and int64 labels. Keys may be str (how
     torchvision's `encoding="latin1"` reads the official Python 2 pickles) or bytes."""
