@@ -184,7 +184,7 @@ def test_conv_autoencoder_and_code_size():
 def test_loss_decreases_over_a_few_steps(name):
     model, data = build(name) if name != "cnn-1d" else build_on("cnn", "mnist1d", {"num_samples": 500})
     x, y = data.train.x[:64], data.train.y[:64]
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-2 if name == "gru" else 3e-3)  # a GRU starts slowly at 3e-3
     first = model.training_loss(x, y).item()
     for _ in range(30):
         opt.zero_grad()

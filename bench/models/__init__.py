@@ -44,7 +44,7 @@ MODELS.register(ModelInfo(
 ))
 MODELS.register(ModelInfo(
     name="cnn", factory="bench.models.cnn:CNN",
-    summary="small CNN: conv blocks (optional residual, batch norm on/off), global pool, linear head",
+    summary="small CNN: conv blocks (optional residual, batch norm on/off), global pool, linear head; 1-D for (C, L)",
     tasks=("multiclass", "binary"),
     hparams=(
         HParam("cnn_channels", "str", "16-32", "output channels per conv block, separated by '-'"),
@@ -53,7 +53,7 @@ MODELS.register(ModelInfo(
     ),
     default_dataset="digits_images",
     reference=("measured: adam lr=1e-3 (defaults), batch 64, 10 epochs on digits_images, seed 0: val/acc 0.978, "
-               "test/acc 0.986"),
+               "test/acc 0.986; 20 epochs on mnist1d (Conv1d): val/acc 0.975, test/acc 0.980"),
     objective="val/acc",
 ))
 MODELS.register(ModelInfo(
@@ -113,7 +113,8 @@ MODELS.register(ModelInfo(
                "B: 1x1 projection where the shape changes", choices=("A", "B")),
     ),
     default_dataset="digits_images",
-    reference="RESNET_REFERENCE",
+    reference=("measured: adam lr=1e-3 (defaults), batch 64, 10 epochs on digits_images (ResNet-20, option A), "
+               "seed 0: val/acc 0.994, test/acc 0.975; 2.5 s per epoch on one CPU thread"),
     objective="val/acc",
 ))
 MODELS.register(ModelInfo(
@@ -128,6 +129,7 @@ MODELS.register(ModelInfo(
                choices=("last", "mean")),
     ),
     default_dataset="mnist1d",
-    reference="GRU_REFERENCE",
+    reference=("measured: adam lr=1e-3 (defaults), batch 64, 20 epochs on mnist1d (hidden 64, last state), seed 0: "
+               "val/acc 0.518, test/acc 0.494, still rising; 3.6 s per epoch on one CPU thread"),
     objective="val/acc",
 ))

@@ -15,7 +15,8 @@ each chunk normalizes with its own statistics, as gradient accumulation always d
 
 Reference (measured, torch 2.13 CPU; Adam lr=1e-3 defaults, batch 64, default widths 16-32 with batch
 norm, seed 0, data seed 0): 10 epochs on digits_images -> val/acc 0.978, test/acc 0.986.
-MNIST1D_REFERENCE
+20 epochs on mnist1d (1x40 signals, Conv1d blocks) -> val/acc 0.975, test/acc 0.980, 1.7 s per epoch on one
+thread (6.5 s with two threads while other jobs shared the 2 cores: oversubscription).
 """
 
 from __future__ import annotations

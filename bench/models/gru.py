@@ -12,10 +12,13 @@ steps; the classifier is one linear layer on
   in the sequence the evidence is).
 
 Loss: cross-entropy (or the task's); metrics as for every supervised model. Cost on 2 CPU cores:
-~GRU_COST s per mnist1d epoch (3,600 signals, batch 64, default size).
+~3.6 s per mnist1d epoch on one thread (3,600 signals of 40 steps, batch 64 or 128, hidden 64):
+the 40 steps run one after another.
 
 Reference (measured, torch 2.13 CPU; Adam lr=1e-3 defaults, batch 64, hidden 64, 1 layer,
-unidirectional, last state, seed 0, data seed 0): GRU_REFERENCE
+unidirectional, last state, seed 0, data seed 0): 20 epochs on mnist1d -> val/acc 0.518, test/acc 0.494,
+still rising (the MNIST-1D paper's GRU reaches ~0.9 after far more steps); Adam lr=3e-3, batch 128,
+10 epochs: val/acc 0.485, test/acc 0.490.
 """
 
 from __future__ import annotations
