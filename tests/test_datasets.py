@@ -369,13 +369,15 @@ def test_augmentation_runs_on_training_batches_only_and_only_for_cifar(data_root
 # --- the studies on fixture files --------------------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.parametrize(("study", "write"), [
-    ("fashion-mnist", lambda root: write_mnist(root, "FashionMNIST", n_train=300, n_test=100)),
-    ("cifar10-resnet", lambda root: write_cifar10(root, per_batch=40, n_test=60)),
+    ("fashion-mnist", lambda root: write_mnist(root, "FashionMNIST", n_train=200, n_test=50)),
+    ("cifar10-resnet", lambda root: write_cifar10(root, per_batch=30, n_test=40)),
 ])
 def test_vision_study_runs_at_quick_budget_on_fixture_files(stores, data_root, study, write):
     from bench import spec as spec_mod
     from bench.tuning.study import arms
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny batches: a second thread only waits (and on a shared machine, spins)
     write(data_root)
     path = STUDIES / f"{study}.toml"
     quick = spec_mod.load(path).quick_variant()
@@ -385,3 +387,4 @@ def test_vision_study_runs_at_quick_budget_on_fixture_files(stores, data_root, s
     assert (table["trials_complete"] + table["trials_pruned"] == quick.tuning.n_trials).all()
     done = table[table["trials_complete"] > 0]
     assert (done["eval_seeds"] + done["diverged_evals"] == quick.eval.seeds).all()
+    torch.set_num_threads(threads)
