@@ -371,8 +371,9 @@ def test_augmentation_runs_on_training_batches_only_and_only_for_cifar(data_root
 @pytest.mark.parametrize(("study", "write"), [
     ("fashion-mnist", lambda root: write_mnist(root, "FashionMNIST", n_train=200, n_test=50)),
     ("cifar10-resnet", lambda root: write_cifar10(root, per_batch=30, n_test=40)),
+    ("mnist1d", lambda root: None),  # generated: no files; 16 arms, so one thread matters most here
 ])
-def test_vision_study_runs_at_quick_budget_on_fixture_files(stores, data_root, study, write):
+def test_study_runs_at_quick_budget_on_fixture_files(stores, data_root, study, write):
     from bench import spec as spec_mod
     from bench.tuning.study import arms
 
