@@ -208,7 +208,8 @@ def test_data_fetch_downloads_with_torchvision_and_generates_mnist1d(data_root, 
     def mnist(root, **kw):
         raise OSError("no route to host")
 
-    # torchvision's dataset classes as `bench data fetch` calls them (the real package may not import here)
+    # torchvision's dataset classes as `bench data fetch` calls them: the download itself cannot be tested
+    # offline (and the torchvision wheel does not import beside the CPU torch), so these stand in for them
     fake = types.SimpleNamespace(CIFAR10=cifar10, MNIST=mnist)
     monkeypatch.setitem(sys.modules, "torchvision", types.ModuleType("torchvision"))
     monkeypatch.setitem(sys.modules, "torchvision.datasets", fake)
