@@ -169,10 +169,17 @@ class ModelInfo(Info):
 class DatasetInfo(Info):
     """A dataset. `factory(seed=..., **args)` returns a DataBundle, or arrays that the suite splits
     (seeded 60/20/20), scales on the training split and caches: `(x, y)` or
-    `((x_train, y_train), (x_val, y_val), (x_test, y_test))`."""
+    `((x_train, y_train), (x_val, y_val), (x_test, y_test))`.
+
+    Args:
+        files: files its loader reads, as paths below the data folder (bench/data/store.py; `X.gz`
+            stands in for `X`). `bench run` / `bench train` check that they are there before any
+            store is created, and `bench data fetch NAME` downloads them.
+    """
 
     task: str
     args: tuple[HParam, ...] = ()
+    files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
