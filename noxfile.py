@@ -61,6 +61,13 @@ def train(session: nox.Session) -> None:
 
 
 @nox.session
+def data(session: nox.Session) -> None:
+    """Dataset files: nox -s data -- fetch cifar10 (torchvision download, needs internet) or -- status."""
+    install(session, "[vision]")
+    session.run("bench", "data", *(session.posargs or ["status"]))
+
+
+@nox.session
 def ui(session: nox.Session) -> None:
     """MLflow UI + Optuna dashboard on the stores in this folder (bench ui; Ctrl-C stops both)."""
     install(session)

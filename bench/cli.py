@@ -1,4 +1,4 @@
-"""`bench` command line: run | status | report | train | list | perf | ui. Thin: parse, call, print."""
+"""`bench` command line: run | status | report | train | list | data | perf | ui. Thin: parse, call, print."""
 
 from __future__ import annotations
 
@@ -50,6 +50,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--shared-fs", action="store_true",
                      help="--launcher slurm: the file stores (journal, SQLite) are on a filesystem every node mounts")
     run.add_argument("--slurm-worker", action="store_true", help=argparse.SUPPRESS)  # set in the batch script
+    _data_dir_flag(run)
 
     st = sub.add_parser("status", help="where a study stands: trials, eval seeds, best values, running workers")
     st.add_argument("study")
@@ -83,8 +84,18 @@ def parser() -> argparse.ArgumentParser:
                     help="hyper-parameter (TOML value syntax: --set lr=0.1 --set hidden_sizes='\"64\"')")
     tr.add_argument("--tracking-uri")
     tr.add_argument("--experiment", default="bench-train", help="MLflow experiment (default bench-train)")
+    _data_dir_flag(tr)
 
     sub.add_parser("list", help="registered models, datasets, optimizers, schedules, samplers, pruners")
+
+    data = sub.add_parser("data", help="dataset files: fetch them (needs internet) or show where they go")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    fetch = data_sub.add_parser("fetch", help="download a dataset's files with torchvision (mnist, fashion_mnist, "
+                                              "cifar10, cifar100), or generate and cache mnist1d")
+    fetch.add_argument("name")
+    _data_dir_flag(fetch)
+    where = data_sub.add_parser("status", help="the data folder and, per dataset that needs files, which are there")
+    _data_dir_flag(where)
 
     ui = sub.add_parser("ui", help="MLflow UI + Optuna dashboard on the study's stores (Ctrl-C stops both)")
     ui.add_argument("--tracking-uri", help="MLflow store (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
@@ -98,6 +109,11 @@ def parser() -> argparse.ArgumentParser:
     perf.add_argument("--out", default="results/perf")
     perf.add_argument("--repeats", type=int, default=5)
     return ap
+
+
+def _data_dir_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", help="dataset files (default $BENCH_DATA_DIR, else $XDG_CACHE_HOME/bench/data or "
+                                      "~/.cache/bench/data)")
 
 
 def parse_set(items: list[str]) -> dict[str, Any]:
@@ -116,6 +132,7 @@ def parse_set(items: list[str]) -> dict[str, Any]:
 def cmd_run(args: argparse.Namespace) -> int:
     from bench import spec as spec_mod
     from bench import studyfile
+    from bench.data.store import check_datasets
 
     if args.launcher == "slurm" and not args.slurm_worker:
         from bench.launch import slurm
@@ -126,6 +143,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # well under 2 s, before the heavy imports below.
     spec = spec_mod.load(args.study)
     spec = spec.quick_variant() if args.quick else spec
+    check_datasets(arm.dataset for arm in spec_mod.arms(spec))  # files on disk, before anything is written
     # an unusable results folder is found now, not after the whole study
     studyfile.check_writable(Path(args.results_dir) / spec.name, f"--results-dir {args.results_dir}")
     from bench.progress import StudyProgress
@@ -271,9 +289,11 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from bench.data.store import check_datasets
     from bench.spec import RunConfig, check_task, default_objective, direction_of
 
     check_task(args.model, args.dataset)  # like every other bad input: refused before a run is written
+    check_datasets([args.dataset])
     objective = default_objective(args.model, args.dataset)
     config = RunConfig.build(model=args.model, dataset=args.dataset, optimizer=args.optimizer,
                              schedule=args.schedule, params=parse_set(args.set), epochs=args.epochs,
@@ -311,6 +331,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data(args: argparse.Namespace) -> int:
+    from bench.data import DATASETS
+    from bench.data.store import data_dir, fetch, missing_files, present
+
+    root = data_dir()
+    if args.data_command == "status":
+        print(f"data folder: {root}")
+        for info in DATASETS:
+            if info.files:
+                missing = missing_files(info.files, root)
+                state = "present" if not missing else f"{len(missing)} of {len(info.files)} files missing"
+                print(f"  {info.name:<14} {state}")
+                for f in info.files:
+                    print(f"      {'ok     ' if present(root / f) else 'missing'} {root / f}")
+        return 0
+    DATASETS.get(args.name)  # an unknown name: one line, exit 2
+    try:
+        folder = fetch(args.name, root)
+    except OSError as err:  # no network, a mirror down, a folder that cannot be written
+        print(f"bench data fetch {args.name}: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    print(f"{args.name}: files in {folder}")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from bench.listing import render
 
@@ -330,8 +375,12 @@ def main(argv: list[str] | None = None) -> int:
         # (after Ctrl-C, most of the time to return). Frozen objects are skipped by that last collection.
         atexit.register(gc.freeze)
     args = parser().parse_args(argv)
+    from bench.data.store import DataFilesMissing, set_data_dir
     from bench.launch.options import UsageError
     from bench.studyfile import OutputDirError, SpecError
+
+    if getattr(args, "data_dir", None):
+        set_data_dir(args.data_dir)  # inherited by the workers this command starts
 
     try:  # nothing heavy is imported before a bad study file or folder is refused
         if args.command == "run" and args.launcher == "slurm" and not args.slurm_worker:
@@ -346,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as err:
         print(err, file=sys.stderr)
         return EXIT_USAGE
-    except (OutputDirError, UsageError) as err:
+    except (OutputDirError, UsageError, DataFilesMissing) as err:
         print(f"bench {args.command}: {err}", file=sys.stderr)
         return EXIT_USAGE
 
@@ -358,7 +407,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     from bench.studyfile import SpecError
 
     handlers = {"run": cmd_run, "status": cmd_status, "report": cmd_report, "train": cmd_train, "list": cmd_list,
-                "perf": cmd_perf, "ui": cmd_ui}
+                "data": cmd_data, "perf": cmd_perf, "ui": cmd_ui}
     # run / train: SIGTERM stops them as Ctrl-C does (runs in flight KILLED), see bench.interrupt; a
     # Slurm worker handles SIGTERM itself (a grace period, then requeue: bench.launch.preempt)
     own = args.command in ("run", "train") and not getattr(args, "slurm_worker", False)
@@ -376,7 +425,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     except SpecError:
         raise  # main prints it as it is
     except (UnknownNameError, KeyError, ValueError, LookupError) as err:
-        if args.command not in ("train", "report"):
+        if args.command not in ("train", "report", "data"):
             raise
         print(f"bench {args.command}: {_one_line(err, ValidationError)}", file=sys.stderr)
         return EXIT_USAGE

@@ -172,6 +172,9 @@ class DatasetInfo(Info):
     `((x_train, y_train), (x_val, y_val), (x_test, y_test))`.
 
     Args:
+        files: files its loader reads, as paths below the data folder (bench/data/store.py; `X.gz`
+            stands in for `X`). `bench run` / `bench train` check that they are there before any
+            store is created, and `bench data fetch NAME` downloads them.
         targets: the workload's fixed time-to-target thresholds: model name (or "*" for any model)
             -> {objective metric: value}, e.g. {"mlp": {"val/acc": 0.97}}. A study file's `target`
             overrides it; with neither, the report derives one from the arms' own results.
@@ -180,6 +183,7 @@ class DatasetInfo(Info):
 
     task: str
     args: tuple[HParam, ...] = ()
+    files: tuple[str, ...] = ()
     targets: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     targets_source: str = ""
 

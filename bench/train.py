@@ -168,6 +168,7 @@ def build_module(config: RunConfig, data: DataBundle, routed: Routed, run: _Run,
         module = SupervisedModule(model.load()(data.input_shape, data.n_outputs, **routed.model), data, configure_optim)
     else:
         module = model.load()(data, configure_optim, **routed.model)
+    module.batch_transforms += data.augmentations(config.seed)  # the dataset's own (CIFAR crop + flip), training only
     for reg in run.regularizers:
         reg.attach(module)
         if regularization.overrides(reg, "penalty"):

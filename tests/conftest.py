@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,21 @@ from bench.cli import main
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 REPO = Path(__file__).resolve().parent.parent
 STUDIES = REPO / "studies"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _data_folder(tmp_path_factory):
+    """Dataset files and caches (MNIST-1D's) go to a folder of this test session, never the user's
+    ~/.cache/bench/data; worker processes inherit it. Tests with their own files set it per test."""
+    from bench.data.store import DATA_DIR_ENV
+
+    old = os.environ.get(DATA_DIR_ENV)
+    os.environ[DATA_DIR_ENV] = str(tmp_path_factory.mktemp("bench-data"))
+    yield
+    if old is None:
+        os.environ.pop(DATA_DIR_ENV, None)
+    else:
+        os.environ[DATA_DIR_ENV] = old
 
 
 @dataclass

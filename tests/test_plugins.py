@@ -416,3 +416,9 @@ def test_a_study_with_the_example_plugin_runs_and_tags_every_run_with_its_source
     summary = (stores.results / quick.name / "summary.csv").read_text()
     assert "signsgd" in summary and "adam" in summary
     assert all(math.isfinite(r.data.metrics.get("test/acc", 0.0)) for r in runs)
+    # The report names every component that is not built in, per arm, with its package and version.
+    report = (stores.results / quick.name / "report.md").read_text()
+    sources = report.split("- components not built in (source as recorded on each run):\n", 1)[1].split("\n- ", 1)[0]
+    shared = f"dataset: {plugin.format('data:SPIRALS')}; model: {plugin.format('model:ResMLP')}"
+    assert sources.splitlines() == [f"  - {arm.name}: {shared}" + (
+        f"; optimizer: {plugin.format('optim:SignSGD')}" if arm.name == "signsgd" else "") for arm in arms(quick)]

@@ -12,7 +12,8 @@ from tests.conftest import REPO, STUDIES
 # Study files with a dedicated end-to-end test elsewhere in tests/.
 COVERED_ELSEWHERE = {"quickstart", "factorial", "strategies", "optimizers-sigmoid_net", "optimizers-cnn",
                      "optimizers-autoencoder", "optimizers-gan", "optimizers-transformer", "optimizer-choice",
-                     "bgd-vs-sgd"}
+                     "bgd-vs-sgd",  # test_budgets.py
+                     "cifar10-resnet", "fashion-mnist", "mnist1d"}  # test_datasets.py: fixture files, one thread
 ALL = sorted(p.stem for p in STUDIES.glob("*.toml"))
 
 

@@ -18,7 +18,8 @@ from bench.tracking import Tracker
 from bench.train import fit
 from tests.conftest import STUDIES
 
-ZOO = ["sigmoid_net", "cnn", "autoencoder", "gan", "transformer"]
+ZOO = ["sigmoid_net", "cnn", "autoencoder", "gan", "transformer"]  # each with its studies/optimizers-<model>.toml
+NEW = ["resnet", "gru"]  # image and signal models (studies/cifar10-resnet.toml, studies/mnist1d.toml)
 # Small data so the per-model tests stay fast; defaults are exercised by test_registry.
 SMALL = {
     "sigmoid_net": ("synthetic_regression", {"n_samples": 300, "n_features": 1000, "n_targets": 10}),
@@ -26,13 +27,18 @@ SMALL = {
     "autoencoder": ("digits_images", {}),
     "gan": ("digits_images", {}),
     "transformer": ("sequences", {"seq_task": "reverse", "n_samples": 300}),
+    "resnet": ("digits_images", {}),
+    "gru": ("mnist1d", {"num_samples": 500}),
 }
 OBJECTIVE = {"sigmoid_net": "val/mse", "cnn": "val/acc", "autoencoder": "val/mse", "gan": "val/mmd",
-             "transformer": "val/seq_acc"}
+             "transformer": "val/seq_acc", "resnet": "val/acc", "gru": "val/acc"}
 
 
 def build(name: str, **hparams):
-    dataset, args = SMALL[name]
+    return build_on(name, *SMALL[name], **hparams)
+
+
+def build_on(name: str, dataset: str, args: dict, **hparams):
     data = load_dataset(dataset, 0, **args)
     defaults = {hp.name: hp.default for hp in MODELS.get(name).hparams}
     torch.manual_seed(0)
@@ -40,7 +46,7 @@ def build(name: str, **hparams):
 
 
 # --- shapes ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ZOO)
+@pytest.mark.parametrize("name", ZOO + NEW)
 def test_forward_backward_shapes(name):
     model, data = build(name)
     x, y = data.train.x[:16], data.train.y[:16]
@@ -91,6 +97,77 @@ def test_cnn_variants_and_mnist_size(residual, batch_norm):
     assert model(big.train.x).shape == (6, 10)
 
 
+def test_cnn_reads_signals_with_1d_convolutions():
+    model, data = build_on("cnn", "mnist1d", {"num_samples": 500}, cnn_channels="8-8-8-8", residual=True)
+    kinds = {type(m) for m in model.modules()}
+    assert {torch.nn.Conv1d, torch.nn.BatchNorm1d, torch.nn.MaxPool1d} <= kinds
+    assert not kinds & {torch.nn.Conv2d, torch.nn.BatchNorm2d, torch.nn.MaxPool2d}
+    x = data.train.x[:4]
+    assert x.shape == (4, 1, 40) and model(x).shape == (4, 10)
+    lengths = []
+    hook = lambda m, inp, out: lengths.append(out.shape[-1])  # noqa: E731
+    for block in [m for m in model.net if type(m).__name__ == "ConvBlock"]:
+        block.register_forward_hook(hook)
+    model(x)
+    assert lengths == [40, 20, 10, 5]  # pooled between blocks while at least 4 long
+    with pytest.raises(ValueError, match=r"\(C, L\) signals"):
+        MODELS.get("cnn").load()(load_dataset("digits"), None)
+
+
+def test_resnet_depth_widths_shortcuts_and_input_sizes():
+    cifar = replace(load_dataset("digits_images"), input_shape=(3, 32, 32))
+    make = lambda data, **hp: MODELS.get("resnet").load()(data, None, **hp)  # noqa: E731
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    r20 = make(cifar)
+    assert count(r20) == 269_722  # the paper's 0.27 M
+    blocks = [m for m in r20.modules() if type(m).__name__ == "BasicBlock"]
+    assert len(blocks) == 9 and [b.conv2.out_channels for b in blocks] == [16] * 3 + [32] * 3 + [64] * 3
+    assert [b.stride for b in blocks] == [1, 1, 1, 2, 1, 1, 2, 1, 1] and all(b.project is None for b in blocks)
+    assert r20(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    r56 = make(cifar, depth=56)
+    assert len([m for m in r56.modules() if type(m).__name__ == "BasicBlock"]) == 27
+    option_b = make(cifar, resnet_shortcut="B")
+    assert sum(b.project is not None for b in option_b.modules() if type(b).__name__ == "BasicBlock") == 2
+    assert count(option_b) == 269_722 + 16 * 32 + 2 * 32 + 32 * 64 + 2 * 64  # two 1x1 convs + their BN
+    wide = make(cifar, resnet_width=32)
+    assert wide.net[-1].in_features == 128
+    # shortcut A at a stride-2 block: subsampled input, channels zero-padded on both sides
+    x = torch.randn(1, 16, 8, 8)
+    short = blocks[3].shortcut(x)
+    assert short.shape == (1, 32, 4, 4) and torch.equal(short[:, 8:24], x[:, :, ::2, ::2])
+    assert (short[:, :8] == 0).all() and (short[:, 24:] == 0).all()
+    digits = load_dataset("digits_images")
+    assert make(digits)(digits.train.x[:3]).shape == (3, 10)  # 8x8 -> 4x4 -> 2x2
+    mnist = replace(digits, input_shape=(1, 28, 28))
+    assert make(mnist)(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    with pytest.raises(ValueError, match="6n \\+ 2"):
+        make(cifar, depth=21)
+    with pytest.raises(ValueError, match="needs \\(C, H, W\\) images"):
+        make(load_dataset("digits"))
+
+
+def test_gru_reads_steps_and_its_readouts():
+    model, data = build("gru", gru_hidden=12)
+    x = data.train.x[:5]
+    net = model.net
+    assert net.gru.input_size == 1 and net.gru.hidden_size == 12 and net.head.in_features == 12
+    out, h = net.gru(x.transpose(1, 2))  # 40 steps of 1 value
+    assert out.shape == (5, 40, 12)
+    assert torch.allclose(model(x), net.head(h[-1]), atol=1e-6)  # the last hidden state
+    mean, _ = build("gru", gru_hidden=12, gru_pool="mean")
+    out, _ = mean.net.gru(x.transpose(1, 2))
+    assert torch.allclose(mean(x), mean.net.head(out.mean(1)), atol=1e-6)
+    bi, _ = build("gru", gru_hidden=12, gru_layers=2, bidirectional=True)
+    _, h = bi.net.gru(x.transpose(1, 2))
+    assert h.shape == (4, 5, 12) and bi.net.head.in_features == 24
+    assert torch.allclose(bi(x), bi.net.head(torch.cat([h[2], h[3]], dim=1)), atol=1e-6)  # top layer, both ways
+    digits = load_dataset("digits_images")  # images: one row of 8 pixels per step
+    rows = MODELS.get("gru").load()(digits, None, gru_hidden=8)
+    assert rows.net.gru.input_size == 8 and rows(digits.train.x[:3]).shape == (3, 10)
+    with pytest.raises(ValueError, match="gru reads"):
+        MODELS.get("gru").load()(load_dataset("digits"), None)
+
+
 def test_conv_autoencoder_and_code_size():
     model, data = build("autoencoder", ae_conv=True, code_size=5)
     x = data.train.x[:8]
@@ -103,11 +180,11 @@ def test_conv_autoencoder_and_code_size():
 
 
 # --- learning on a fixed seed ----------------------------------------------------------------
-@pytest.mark.parametrize("name", ["sigmoid_net", "cnn", "autoencoder", "transformer"])
+@pytest.mark.parametrize("name", ["sigmoid_net", "cnn", "autoencoder", "transformer", "resnet", "gru", "cnn-1d"])
 def test_loss_decreases_over_a_few_steps(name):
-    model, data = build(name)
+    model, data = build(name) if name != "cnn-1d" else build_on("cnn", "mnist1d", {"num_samples": 500})
     x, y = data.train.x[:64], data.train.y[:64]
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-2 if name == "gru" else 3e-3)  # a GRU starts slowly at 3e-3
     first = model.training_loss(x, y).item()
     for _ in range(30):
         opt.zero_grad()
@@ -151,7 +228,7 @@ def tracker(tmp_path_factory):
     return Tracker(f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db")
 
 
-@pytest.mark.parametrize("name", ZOO)
+@pytest.mark.parametrize("name", ZOO + NEW)
 def test_one_epoch_fit_logs_to_mlflow(name, tracker):
     dataset, args = SMALL[name]
     config = RunConfig.build(model=name, dataset=dataset, optimizer="adam", data_args=args, epochs=1,
@@ -276,7 +353,7 @@ def test_digits_images_diabetes_and_synthetic_regression():
 
 
 def test_registry_metadata_of_zoo_models():
-    for name in ZOO:
+    for name in ZOO + NEW:
         info = MODELS.get(name)
         assert "measured" in info.reference and "TBD" not in info.reference, name
         assert info.default_dataset and info.tasks

@@ -119,6 +119,50 @@ DATASETS.register(DatasetInfo(
     ),
 ))
 
+DATASETS.register(DatasetInfo(
+    name="mnist1d", factory="bench.data.mnist1d:mnist1d", task="multiclass",
+    summary=("MNIST-1D (Greydanus 2020), generated offline: 10 digit templates as (1, 40) signals; "
+             "3600/400/1000 (val carved from the original 4000 training signals)"),
+    args=(
+        HParam("num_samples", "int", 5000, "signals generated (80 % train, 20 % test, as the original)", low=100),
+        HParam("corr_noise_scale", "float", 0.25, "scale of the correlated (smooth) noise", low=0.0),
+        HParam("iid_noise_scale", "float", 0.02, "scale of the per-sample i.i.d. noise", low=0.0),
+        HParam("shear_scale", "float", 0.75, "largest shear of the template", low=0.0),
+        HParam("max_translation", "int", 48, "largest shift of the template (samples, before resampling)", low=0),
+        HParam("scale_coeff", "float", 0.4, "random scaling of the template: 1 +- this", low=0.0),
+        HParam("shuffle_seq", "bool", False, "permute the 40 positions (one fixed permutation): kills locality"),
+        HParam("final_seq_length", "int", 40, "samples per signal", low=4),
+        HParam("generation_seed", "int", 42, "seed of the generator (42: the original set)"),
+    ),
+))
+_VAL_SIZE = HParam("val_size", "int", 5000, "validation images carved from the training files (seeded; at most "
+                   "a tenth of them)", low=1)
+_AUGMENT = HParam("augment", "bool", True, "random 32x32 crop of the 4-pixel padded image + horizontal flip, "
+                  "per training batch on the device (seeded by the run seed)")
+DATASETS.register(DatasetInfo(
+    name="mnist", factory="bench.data.vision:mnist", task="multiclass", args=(_VAL_SIZE,),
+    summary="MNIST 1x28x28 digits from the data folder (torchvision layout): 55000/5000/10000, standardized",
+    files=tuple(f"MNIST/raw/{f}" for f in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                                           "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")),
+))
+DATASETS.register(DatasetInfo(
+    name="fashion_mnist", factory="bench.data.vision:fashion_mnist", task="multiclass", args=(_VAL_SIZE,),
+    summary="Fashion-MNIST 1x28x28 clothing images (torchvision layout): 55000/5000/10000, 10 classes",
+    files=tuple(f"FashionMNIST/raw/{f}" for f in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                                                  "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")),
+))
+DATASETS.register(DatasetInfo(
+    name="cifar10", factory="bench.data.vision:cifar10", task="multiclass", args=(_VAL_SIZE, _AUGMENT),
+    summary="CIFAR-10 3x32x32 images (torchvision layout): 45000/5000/10000, crop + flip augmentation by default",
+    files=tuple(f"cifar-10-batches-py/{f}" for f in (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch",
+                                                     "batches.meta")),
+))
+DATASETS.register(DatasetInfo(
+    name="cifar100", factory="bench.data.vision:cifar100", task="multiclass", args=(_VAL_SIZE, _AUGMENT),
+    summary="CIFAR-100 3x32x32 images, 100 fine classes (torchvision layout): 45000/5000/10000, crop + flip",
+    files=("cifar-100-python/train", "cifar-100-python/test", "cifar-100-python/meta"),
+))
+
 
 def dataset_args(name: str) -> dict[str, HParam]:
     """Declared arguments of a dataset (e.g. n_samples for synthetic sets)."""
@@ -143,11 +187,14 @@ def resolve_args(name: str, given: dict[str, Any]) -> dict[str, Any]:
 
 def load_dataset(name: str, seed: int = 0, **args: Any) -> Any:
     """Build (or reuse from this process's cache) a dataset's DataBundle."""
-    return _cached(name, seed, json.dumps(resolve_args(name, args), sort_keys=True))
+    from bench.data.store import data_dir
+
+    # the data folder is part of the key: the same name may mean other files there
+    return _cached(name, seed, json.dumps(resolve_args(name, args), sort_keys=True), str(data_dir()))
 
 
 @functools.lru_cache(maxsize=8)
-def _cached(name: str, seed: int, args_json: str) -> Any:
+def _cached(name: str, seed: int, args_json: str, folder: str = "") -> Any:
     import inspect
 
     from bench.data.bundle import DataBundle, bundle_from_arrays

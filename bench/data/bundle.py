@@ -40,6 +40,12 @@ class DataBundle:
     test: Split
     input_shape: tuple[int, ...]  # per-example shape, e.g. (64,) or (1, 8, 8)
     n_outputs: int  # classes for multiclass, 1 for binary, targets for regression
+    # Training-batch augmentation the dataset asks for (bench/data/augment.py; cifar10/cifar100).
+    augment: Any = None
+
+    def augmentations(self, seed: int) -> list:
+        """Batch transforms for the training batches of a run with this seed ([] for most data)."""
+        return [self.augment.transform(seed)] if self.augment is not None else []
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> DataBundle:
         """On `device`; floating tensors (features, regression targets) cast to `dtype` when given:

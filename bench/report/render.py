@@ -332,8 +332,22 @@ def provenance_section(result: StudyResult, by_arm: dict) -> list[str]:
         f"- git: {prov.get('git_sha', '?')} (dirty: {prov.get('git_dirty', '?')})",
         f"- device: {prov.get('device', '?')}; host: {prov.get('host', '?')}; Python {prov.get('python', '?')}",
         f"- versions: {versions}",
+        *_component_sources(result),
         "- MLflow eval run ids per arm: see `summary.csv` (`eval_run_ids`); pairwise tests: `pairwise.csv`.",
     ]
+
+
+def _component_sources(result: StudyResult) -> list[str]:
+    """Where each arm's components came from when not built in (plug-in package or import path, with
+    the providing package's version), as every run of the arm records them (`source.*` tags)."""
+    lines = []
+    for arm in result.arms:
+        found = [f"{key.removeprefix('source.')}: {value}"
+                 for key, value in sorted(arm.parent_tags.items())
+                 if key.startswith("source.") and value not in ("built-in", "none", "")]
+        if found:
+            lines.append(f"  - {arm.arm.name}: " + "; ".join(found))
+    return ["- components not built in (source as recorded on each run):", *lines] if lines else []
 
 
 def _arm_setting(result: StudyResult, key: str) -> str:
