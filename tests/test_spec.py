@@ -67,7 +67,7 @@ def test_valid_file_resolves_arms_spaces_and_shared_params(tmp_path):
         (('optimizer = "adam"\nspace', 'optimizer = "adamx"\nspace'),
          f"arms[2].optimizer: unknown 'adamx' (known: {KNOWN})"),
         (('model = "mlp"', 'model = "mlpp"'), "model: unknown 'mlpp'"),
-        (('dataset = "digits"', 'dataset = "mnist"'), "dataset: unknown 'mnist'"),
+        (('dataset = "digits"', 'dataset = "imagenet"'), "dataset: unknown 'imagenet'"),
         (("epochs = 2", "epochs = 0"), "epochs: must be >= 1"),
         (("epochs = 2", 'epochs = "two"'), "epochs: Input should be a valid integer"),
         (("n_trials = 2", "n_trials = 0"), "tuning.n_trials: must be >= 1"),
