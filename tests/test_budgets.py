@@ -288,3 +288,35 @@ def test_bgd_vs_sgd_quick_accounts_every_budget(stores):
     assert "workload: val/acc ≥ 0.97" in md
     assert math.isfinite(float(by_kind["steps"][0].data.metrics["train_time_s"]))
 
+
+
+def test_the_sensitivity_figure_draws_arms_mixing_completed_pruned_and_failed_trials(tmp_path):
+    # Regression: an arm with completed *and* pruned trials (the common case at full budget) crashed
+    # the report ("truth value of an array ... is ambiguous"); more than 10 arms repeated colours.
+    from types import SimpleNamespace
+
+    import optuna
+
+    from bench.report import figures
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    arms = []
+    for i in range(12):
+        study = optuna.create_study(direction="maximize")
+        for n, state in enumerate(["complete", "pruned", "complete", "failed", "pruned"]):
+            trial = study.ask({"lr": optuna.distributions.FloatDistribution(1e-4, 1.0, log=True)})
+            if state == "complete":
+                study.tell(trial, 0.5 + 0.01 * n)
+            elif state == "pruned":
+                trial.report(0.3, step=1)
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            else:
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        arms.append(SimpleNamespace(arm=SimpleNamespace(name=f"arm{i}"), study=study))
+    result = SimpleNamespace(arms=arms, objective="val/acc", spec=SimpleNamespace(name="mixed"))
+    data = figures.sensitivity_data(result)
+    assert [len(data[f"arm{i}"]) for i in range(12)] == [5] * 12
+    assert [p.state for p in data["arm0"]] == ["complete", "pruned", "complete", "failed", "pruned"]
+    assert [p.value for p in data["arm0"]] == [0.5, 0.3, 0.52, None, 0.3]
+    path = figures.lr_sensitivity(result, tmp_path / "lr.png")
+    assert path is not None and path.stat().st_size > 5000

@@ -204,26 +204,30 @@ def lr_sensitivity(result: StudyResult, path: Path) -> Path | None:
         return None
     fig, ax = plt.subplots(figsize=(8, 4.6))
     edge = ax.get_xaxis_transform()  # x in data, y in axes coordinates: the lower edge
-    for name, points in data.items():
-        color = None
-        for state, kw in (("complete", {}), ("pruned", {"facecolors": "none"})):
+    # One colour per arm, fixed before drawing (the default cycle repeats after 10 arms); one legend
+    # entry per arm, the marker says the state.
+    palette = plt.get_cmap("tab10" if len(data) <= 10 else "tab20")
+    for i, (name, points) in enumerate(data.items()):
+        color = palette(i % palette.N)
+        counts = {state: sum(p.state == state for p in points) for state in ("complete", "pruned")}
+        bad = [p for p in points if p.state in ("diverged", "failed")]
+        label = f"{name} ({counts['complete']} done, {counts['pruned']} pruned, {len(bad)} diverged/failed)"
+        for state, face in (("complete", color), ("pruned", "none")):
             sel = [p for p in points if p.state == state]
             if sel:
-                dots = ax.scatter([p.params["lr"] for p in sel], [p.value for p in sel], s=22, color=color,
-                                  label=f"{name} ({state}, {len(sel)})", **kw)
-                color = color or dots.get_edgecolor()[0]
-                if state == "pruned":
-                    dots.set_edgecolors(color)
-        bad = [p for p in points if p.state in ("diverged", "failed")]
+                ax.scatter([p.params["lr"] for p in sel], [p.value for p in sel], s=22, facecolors=face,
+                           edgecolors=color, label=label)
+                label = None
         if bad:
             ax.scatter([p.params["lr"] for p in bad], [0.02] * len(bad), marker="x", s=30, color=color,
-                       transform=edge, clip_on=False, label=f"{name} (diverged/failed, {len(bad)})")
+                       transform=edge, clip_on=False, label=label)
     ax.set_xscale("log")
     ax.set_xlabel("learning rate (log)")
     ax.set_ylabel(f"final {result.objective} (tuning trials)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, ncol=2)
-    ax.set_title(f"{result.spec.name}: learning-rate sensitivity", loc="left", fontsize=10)
+    ax.set_title(f"{result.spec.name}: learning-rate sensitivity (filled: completed, hollow: pruned at its last "
+                 "value, x at the edge: diverged or failed)", loc="left", fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
 
