@@ -285,7 +285,7 @@ def test_bgd_vs_sgd_quick_accounts_every_budget(stores):
         assert run.data.params["seconds"] == str(quick.quick.seconds)
     md = (stores.results / quick.name / "report.md").read_text()
     assert "## Budgets side by side" in md and "| optimizer | epochs = 3 | steps = 10 | seconds = 0.3 |" in md
-    assert "workload: val/acc ≥ 0.97" in md
+    assert "workload: val/acc ≥ 0.56" in md
     assert math.isfinite(float(by_kind["steps"][0].data.metrics["train_time_s"]))
 
 

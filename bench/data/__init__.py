@@ -134,6 +134,12 @@ DATASETS.register(DatasetInfo(
         HParam("final_seq_length", "int", 40, "samples per signal", low=4),
         HParam("generation_seed", "int", 42, "seed of the generator (42: the original set)"),
     ),
+    # At the default arguments. ~97 % of what each model's best arm ends at (mean final val/acc over its
+    # eval seeds) in the reference run of studies/mnist1d.toml, so a well-tuned optimizer reaches it.
+    targets={"linear": {"val/acc": 0.29}, "mlp": {"val/acc": 0.56}, "cnn": {"val/acc": 0.92},
+             "gru": {"val/acc": 0.92}},
+    targets_source=("results/mnist1d (10 epochs, batch 128): best arms end at mean val/acc linear-adam 0.298, "
+                    "mlp-adam 0.576, cnn-adam 0.948, gru-adam 0.947; targets are ~97 % of those"),
 ))
 _VAL_SIZE = HParam("val_size", "int", 5000, "validation images carved from the training files (seeded; at most "
                    "a tenth of them)", low=1)
