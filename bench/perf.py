@@ -196,6 +196,9 @@ def main(out: Path, repeats: int = 5) -> int:
     from bench.perf_inputs import rejection_times
 
     report["rejections"] = rejection_times(repeats)
+    from bench.perf_workloads import mnist1d_costs
+
+    report["mnist1d"] = mnist1d_costs(min(repeats, 3))
     (out / "perf.json").write_text(json.dumps(report, indent=2, default=str))
     (out / "perf.md").write_text(render(report))
     print(render(report))
@@ -228,6 +231,10 @@ def render(r: dict) -> str:
         from bench.perf_inputs import render as render_rejections
 
         lines += render_rejections(r["rejections"])
+    if "mnist1d" in r:
+        from bench.perf_workloads import render as render_workloads
+
+        lines += render_workloads(r["mnist1d"])
     if "pruning" in r and isinstance(r["pruning"], dict):
         lines += ["", "## Pruning", "", "```", json.dumps(r["pruning"], indent=2, default=str), "```"]
     return "\n".join(lines) + "\n"
