@@ -321,8 +321,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise
     logger.log_metrics({k: v for k, v in result.final.items() if k.startswith("test/")}, step=len(result.history))
     logger.set_tags({"status": result.status, "steps": result.steps, "samples": result.samples,
-                     "epochs_run": result.epochs, "train_time_s": result.train_time_s, "budget": result.extra["budget"],
-                     "device": result.device, "stop_reason": result.reason})
+                     "epochs_run": result.epochs_run, "train_time_s": result.train_time_s,
+                     "budget": result.extra["budget"], "device": result.device, "stop_reason": result.reason})
     logger.finish("FINISHED")
     print(f"run {logger.run_id} ({result.status}{': ' + result.reason if result.reason else ''}; "
           f"{direction_of(objective)} {objective})")

@@ -82,6 +82,12 @@ class RunResult:
     objective: float | None = None  # final value of config.objective (None unless finite)
     extra: dict = field(default_factory=dict)
 
+    @property
+    def epochs_run(self) -> int | float:
+        """`epochs` as the `epochs_run` tag shows it: a whole number of epochs as an integer ("3", as
+        before budgets could stop within an epoch, so `tags.epochs_run = '3'` still finds it)."""
+        return int(self.epochs) if float(self.epochs).is_integer() else round(self.epochs, 4)
+
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)

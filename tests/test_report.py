@@ -304,8 +304,9 @@ def test_a_target_no_longer_reached_voids_its_metrics(quick_study, tmp_path):
     client = MlflowClient(stores.tracking_uri)
     exp_id = client.get_experiment_by_name("quickstart-quick").experiment_id
     spec = spec_mod.load(STUDIES / "quickstart.toml").quick_variant()
-    # a study-file target that the quick study's arms reach (the workload's 0.56 may not be in 3 epochs)
-    spec = spec.model_copy(update={"target": 0.5})
+    # a study-file target that the quick study's arms reach (the workload's 0.56 may not be in 3 epochs;
+    # 0.2 is twice chance on MNIST-1D's 10 classes, which a tuned MLP passes in its first epoch)
+    spec = spec.model_copy(update={"target": 0.2})
     result = collect(spec, tracking_uri=stores.tracking_uri, storage_url=stores.storage)
     table = summary_table(result)
     assert set(table["target_source"]) == {"study file"}
@@ -343,13 +344,15 @@ def test_search_runs_sorted_by_the_test_mean_is_the_reports_ranking(quick_study)
 
 @pytest.mark.slow
 def test_every_run_of_the_study_has_its_dataset_splits_as_inputs(quick_study):
+    from bench import spec as spec_mod
     from bench.data import load_dataset
     from bench.tracking import split_digest
 
     stores = quick_study
     client = MlflowClient(stores.tracking_uri)
     exp_id = client.get_experiment_by_name("quickstart-quick").experiment_id
-    bundle = load_dataset("digits", 0)
+    dataset_name = spec_mod.load(STUDIES / "quickstart.toml").dataset
+    bundle = load_dataset(dataset_name, 0)
     digests = {s: split_digest(bundle.split(s).x.numpy(), bundle.split(s).y.numpy()) for s in ("train", "val", "test")}
     runs = client.search_runs([exp_id], max_results=1000)
     splits = {"tune": {"train", "val"}, "eval": {"train", "val", "test"}, "arm": {"train", "val", "test"}}
@@ -359,8 +362,8 @@ def test_every_run_of_the_study_has_its_dataset_splits_as_inputs(quick_study):
         used = {t.value: i.dataset for i in inputs for t in i.tags if t.key == "mlflow.data.context"}
         assert set(used) == splits[summary.data.tags["phase"]] and len(inputs) == len(used)
         for split, dataset in used.items():
-            assert (dataset.name, dataset.digest, dataset.source_type) == ("digits", digests[split], "code")
-            assert json.loads(dataset.profile)["features_shape"] == [len(bundle.split(split)), 64]
+            assert (dataset.name, dataset.digest, dataset.source_type) == (dataset_name, digests[split], "code")
+            assert json.loads(dataset.profile)["features_shape"] == list(bundle.split(split).x.shape)
     # which runs saw the test split, through MLflow's own search
     test_users = client.search_runs([exp_id], "datasets.context = 'test'", max_results=1000)
     assert {r.info.run_id for r in test_users} == {r.info.run_id for r in runs if r.data.tags["phase"] != "tune"}

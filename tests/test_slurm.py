@@ -183,7 +183,7 @@ def check_exact(spec, storage, tracking_uri: str, *, preempted_only: bool = True
 def _numbers(results: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The report's numbers, without what differs between runs of the same study (time, run ids)."""
     summary = pd.read_csv(results / "summary.csv")
-    summary = summary.drop(columns=[c for c in summary if "wall_time" in c or c.endswith(("run_id", "run_ids"))])
+    summary = summary.drop(columns=[c for c in summary if c.endswith("time_s") or c.endswith(("run_id", "run_ids"))])
     return summary, pd.read_csv(results / "pairwise.csv")
 
 

@@ -185,7 +185,7 @@ class StudyRunner:
         point = len(result.history)
         logger.log_metrics({k: v for k, v in result.final.items() if k.startswith("test/")}, step=point)
         logger.set_tags({"status": result.status, "device": result.device,
-                         "epochs_run": result.epochs, "steps": result.steps, "samples": result.samples,
+                         "epochs_run": result.epochs_run, "steps": result.steps, "samples": result.samples,
                          "train_time_s": result.train_time_s, **result.extra})  # budget, world_size, strategy, ...
         if result.reason:
             logger.set_tags({"stop_reason": result.reason})
