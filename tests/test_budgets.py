@@ -151,7 +151,7 @@ def test_the_target_comes_from_the_study_file_then_the_workload_then_the_arms():
     from bench.report.tables import task_target
 
     workload = task_target(r := _result(), r.arms)
-    assert (workload.value, workload.source) == (0.97, "workload") and "results/quickstart" in workload.how
+    assert (workload.value, workload.source) == (0.97, "workload") and "results/beyond-the-four" in workload.how
     study = task_target(r := _result(target=0.95), r.arms)
     assert (study.value, study.source) == (0.95, "study file")
     derived = task_target(r := _result(objective="val/loss"), r.arms)  # none declared for val/loss
