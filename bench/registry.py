@@ -133,6 +133,9 @@ class OptimizerInfo(Info):
         closure: `step(closure)` re-evaluates the loss itself (L-BFGS); implies full_batch.
         mode_switch: needs `optimizer.train()` while training and `optimizer.eval()` before every
             evaluation (schedule-free optimizers).
+        elementwise: each coordinate's update reads only that coordinate's gradient and state, so
+            K runs can train as one stacked tensor (bench/batched.py; torch.optim's SGD, Adam,
+            AdamW, Adagrad, NAdam, RAdam, Adamax and RMSprop are recognised without it).
     """
 
     hparams: tuple[HParam, ...] = ()
@@ -140,6 +143,7 @@ class OptimizerInfo(Info):
     full_batch: bool = False
     closure: bool = False
     mode_switch: bool = False
+    elementwise: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

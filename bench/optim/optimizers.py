@@ -28,6 +28,7 @@ OPTIMIZERS.register(OptimizerInfo(
     summary="mini-batch stochastic gradient descent (momentum 0 unless tuned)",
     hparams=(LR, MOMENTUM, NESTEROV, WEIGHT_DECAY),
     space={"lr": dist(1e-3, 1.0, log=True)},
+    elementwise=True,
 ))
 OPTIMIZERS.register(OptimizerInfo(
     name="bgd", factory="bench.optim.torch_optimizers:sgd",
@@ -36,6 +37,7 @@ OPTIMIZERS.register(OptimizerInfo(
     # One step per epoch takes fewer, larger-risk steps: the range reaches higher than sgd's.
     space={"lr": dist(1e-2, 10.0, log=True)},
     full_batch=True,
+    elementwise=True,
 ))
 OPTIMIZERS.register(OptimizerInfo(
     name="adam", factory="bench.optim.torch_optimizers:adam",
@@ -48,6 +50,7 @@ OPTIMIZERS.register(OptimizerInfo(
         WEIGHT_DECAY,
     ),
     space={"lr": dist(1e-5, 1e-1, log=True), "eps": dist(1e-10, 1e-6, log=True)},
+    elementwise=True,
 ))
 OPTIMIZERS.register(OptimizerInfo(
     name="adagrad", factory="bench.optim.torch_optimizers:adagrad",
@@ -59,4 +62,5 @@ OPTIMIZERS.register(OptimizerInfo(
         WEIGHT_DECAY,
     ),
     space={"lr": dist(1e-3, 1.0, log=True), "initial_accumulator_value": dist(1e-6, 1.0, log=True)},
+    elementwise=True,
 ))

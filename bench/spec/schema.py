@@ -64,6 +64,8 @@ class TuningSpec(Strict):
     pruner_reduction_factor: int = Field(3, ge=2, description="successive halving / hyperband: keep 1/rf per rung")
     pruner_min_epochs: int = Field(1, ge=1, description="successive halving / hyperband: first rung, in evaluations")
     max_failed_trials: int = Field(3, ge=0, description="failures tolerated per arm before giving up")
+    batch: int = Field(1, ge=1, description="trials asked together and trained as one batched model "
+                       "(bench/batched.py); 1: one trial at a time")
 
     _sampler = field_validator("sampler")(lambda v: known(SAMPLERS, v))
     _pruner = field_validator("pruner")(lambda v: known(PRUNERS, v))
@@ -71,6 +73,8 @@ class TuningSpec(Strict):
 
 class EvalSpec(Strict):
     seeds: int = Field(5, ge=2, description="re-runs of the best config (>= 2 for a CI)")
+    batched: bool = Field(True, description="train the seeds as one batched model where that is exact "
+                          "(bench/batched.py); otherwise, and with false, one after another")
 
 
 class QuickSpec(Strict):

@@ -24,6 +24,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from bench.batched import SINGLE, NotBatchable, fit_batched, why_not
 from bench.launch.preempt import Preempted
 from bench.spec import Arm, RunConfig, StudySpec, arms, direction_of
 from bench.tracking import INTERRUPTED, WRITER, RunLogger, Tracker, dataset_inputs, flat_error, redact, study_file_tags
@@ -418,28 +419,55 @@ class StudyRunner:
                         self.tracker.client.set_terminated(run.info.run_id, "FAILED")
                 free = [s for s in seeds if s not in finished and s not in claimed]
                 if free:
-                    seed = free[0]
-                    k = seed - EVAL_SEED_BASE
-                    config = arm.config(self.spec, dict(best.params), seed=seed, evaluate_test=True)
-                    logger = self.child_run(experiment_id, parent, arm, f"{arm.name}/seed-{k}", config, {
-                        "phase": "eval", "best_trial": best.number, "optuna_study": study.study_name})
+                    # every free seed at once when they can train as one batched model; else one
+                    configs = [arm.config(self.spec, dict(best.params), seed=s, evaluate_test=True) for s in free]
+                    reason = why_not(configs) if self.spec.eval.batched else "eval.batched = false"
+                    if reason and len(free) > 1:
+                        configs = configs[:1]
+                    loggers = [self.child_run(experiment_id, parent, arm, f"{arm.name}/seed-{c.seed - EVAL_SEED_BASE}",
+                                              c, {"phase": "eval", "best_trial": best.number,
+                                                  "optuna_study": study.study_name}) for c in configs]
             if not free:
                 if len(finished) == len(seeds):
                     outcome.eval_run_ids = [finished[s] for s in seeds]
                     return
                 time.sleep(POLL_S)  # other workers are still training their seeds
                 continue
-            self.progress("eval_start", {"arm": arm.name, "seed": k + 1, "total": len(seeds)})
-            try:
-                result = execute(config, logger, context=self.context(logger, arm))
+            for config in configs:
+                self.progress("eval_start", {"arm": arm.name, "seed": config.seed - EVAL_SEED_BASE + 1,
+                                             "total": len(seeds)})
+            self.train_together(arm, configs, loggers, loggers, reason,
+                                lambda i, result, loggers=loggers: loggers[i].finish("FINISHED"))
+
+    def train_together(self, arm: Arm, configs: list[RunConfig], loggers: list[RunLogger], reporters: list,
+                       reason: str | None, on_result: Callable[[int, RunResult], None]) -> None:
+        """Train runs whose MLflow runs are open: as one batched model when `reason` is None and
+        the built model allows it, else one after another. Each result is recorded, tagged
+        (`batched` = members trained together; `batched_fallback` = why not) and handed to
+        `on_result` as soon as it is in; an error or interrupt closes every run not yet handed on."""
+        done = 0
+        try:
+            results: list[RunResult] | None = None
+            if reason is None:
+                try:
+                    results = fit_batched(configs, reporters)
+                except NotBatchable as err:  # raised before any training: nothing to undo
+                    reason = str(err)
+            for i, (config, logger) in enumerate(zip(configs, loggers)):
+                result = results[i] if results is not None else \
+                    execute(config, reporters[i], context=self.context(logger, arm))
                 self.record(logger, result)
-            except BaseException as err:
-                interrupted = isinstance(err, (KeyboardInterrupt, Preempted))
-                reason = PREEMPTED if isinstance(err, Preempted) else INTERRUPTED
-                logger.set_tags({"error": reason if interrupted else flat_error(err)})
+                if results is None:
+                    logger.set_tags({"batched": 1, **({"batched_fallback": reason} if reason != SINGLE else {})})
+                on_result(i, result)
+                done += 1
+        except BaseException as err:
+            interrupted = isinstance(err, (KeyboardInterrupt, Preempted))
+            for logger in loggers[done:]:
+                logger.set_tags({"error": (PREEMPTED if isinstance(err, Preempted) else INTERRUPTED)
+                                 if interrupted else flat_error(err)})
                 logger.finish("KILLED" if interrupted else "FAILED")
-                raise
-            logger.finish("FINISHED")
+            raise
 
 
 # fANOVA (Hutter et al. 2014) on a random forest, every argument explicit (Optuna's default evaluator).
