@@ -13,6 +13,7 @@ FAILED, and their parameters are queued again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -108,7 +109,8 @@ class StudyRunner:
         grid = samplers.grid_points(arm.space, arm.kinds()) if arm.sampler == "grid" else None
         sampler, sampler_settings = samplers.build(samplers.SAMPLERS, arm.sampler, seed=t.seed,
                                                     n_startup_trials=t.n_startup_trials, grid=grid,
-                                                    workers=self.workers, conditional=bool(arm.choices))
+                                                    # a batch's trials are in flight together, as parallel workers' are
+                                                    workers=self.workers * t.batch, conditional=bool(arm.choices))
         pruner, pruner_settings = samplers.build(samplers.PRUNERS, arm.pruner, **self.pruner_args(arm))
         # seeded per trial, not per process: workers and restarts never redraw a finished configuration
         sampler_settings = {**sampler_settings, "seeding": "per trial: sha256(seed/index)"}
@@ -308,14 +310,21 @@ class StudyRunner:
                 if outcome.failed > t.max_failed_trials:
                     raise RuntimeError(f"arm '{arm.name}': {outcome.failed} trials failed (max_failed_trials="
                                        f"{t.max_failed_trials}); see the FAILED runs' 'error' tag")
-                if outcome.complete + outcome.pruned + running >= t.n_trials:
+                free = t.n_trials - (outcome.complete + outcome.pruned + running)
+                if free <= 0:
                     return
-                trial = study.ask()
-                for key, value in WORKER_ATTRS.items():  # host:pid, and the Slurm job when there is one
-                    trial.set_user_attr(key, value)
+                trials = [study.ask() for _ in range(min(t.batch, free))]  # tuning.batch: several at once
+                for trial in trials:
+                    for key, value in WORKER_ATTRS.items():  # host:pid, and the Slurm job when there is one
+                        trial.set_user_attr(key, value)
             done = outcome.complete + outcome.pruned
-            self.progress("trial_start", {"arm": arm.name, "trial": trial.number, "done": done, "total": t.n_trials})
-            self.run_trial(experiment_id, arm, study, trial, parent)
+            for i, trial in enumerate(trials):
+                self.progress("trial_start", {"arm": arm.name, "trial": trial.number, "done": done + i,
+                                              "total": t.n_trials})
+            if len(trials) == 1:
+                self.run_trial(experiment_id, arm, study, trials[0], parent)
+            else:
+                self.run_trials(experiment_id, arm, study, trials, parent)
             self.counts(study, outcome)
             self.progress("trial_end", {"arm": arm.name, "done": outcome.complete + outcome.pruned,
                                         "total": t.n_trials, "pruned": outcome.pruned, "failed": outcome.failed,
@@ -366,6 +375,89 @@ class StudyRunner:
             raise
         except Exception as err:  # a broken trial must not take the study down
             self._fail(study, trial, logger, flat_error(err), "FAILED")
+
+    def run_trials(self, experiment_id: str, arm: Arm, study: optuna.Study, trials: list[optuna.Trial],
+                   parent: RunLogger) -> None:
+        """A batch of trials (tuning.batch): trained as one batched model where they can be (their
+        values differ only in what reaches torch.optim's parameter groups and the schedule), else
+        in groups that can, else one by one. A pruned member's trial is told PRUNED at once."""
+        members: list[tuple[optuna.Trial, RunConfig, RunLogger]] = []
+        for trial in trials:
+            logger = None
+            try:
+                sampled = sample(trial, arm.space, arm.params)
+                config = arm.config(self.spec, sampled, seed=self.spec.tuning.seed, evaluate_test=False)
+                logger = self.child_run(experiment_id, parent, arm, f"{arm.name}/trial-{trial.number:03d}", config, {
+                    "phase": "tune", "optuna_study": study.study_name, "optuna_trial": trial.number})
+                trial.set_user_attr("mlflow_run_id", logger.run_id)
+                trial.set_user_attr("config_hash", config.hash())
+                members.append((trial, config, logger))
+            except Exception as err:  # a broken configuration fails its trial, not the batch
+                self._fail(study, trial, logger, flat_error(err), "FAILED")
+        groups: list[list[int]] = []  # greedily: each member joins the first group it can train with
+        for i, (_trial, config, _logger) in enumerate(members):
+            home = next((g for g in groups if why_not([members[j][1] for j in g] + [config]) is None), None)
+            (home.append(i) if home is not None else groups.append([i]))
+        told: set[int] = set()  # members whose trial is told (finished, pruned or failed)
+        for group in groups:
+            batch = [members[i] for i in group]
+            configs = [config for _trial, config, _logger in batch]
+            if len(batch) > 1:
+                reason = why_not(configs)
+            else:  # why it trains alone: what keeps it from training with another member
+                other = next((c for j, (_t, c, _l) in enumerate(members) if j != group[0]), None)
+                reason = why_not([configs[0], other]) if other is not None else SINGLE
+            reporters = [self._pruning_reporter(study, trial, logger, config, arm, told, i)
+                         for i, (trial, config, logger) in zip(group, batch)]
+
+            def on_result(j: int, result: RunResult, batch=batch, group=group) -> None:
+                trial, _config, logger = batch[j]
+                if result.status == "completed" and result.objective is not None:
+                    logger.finish("FINISHED", background=True)
+                    study.tell(trial, result.objective)
+                else:  # pruned or diverged: counts toward the budget, never selected
+                    if group[j] not in told:
+                        trial.set_user_attr("pruned_reason", f"{result.status}: {result.reason}")
+                        study.tell(trial, state=TrialState.PRUNED)
+                    logger.set_tags({"pruned": "true"})
+                    logger.finish("KILLED", background=True)
+                told.add(group[j])
+
+            try:
+                with contextlib.ExitStack() as beats:
+                    for trial, _config, _logger in batch:
+                        beats.enter_context(Heartbeat(study._storage, trial._trial_id))
+                    self.train_together(arm, configs, [logger for _t, _c, logger in batch], reporters, reason,
+                                        on_result)
+            except (KeyboardInterrupt, Preempted) as err:  # tried again later with the same values
+                cause = PREEMPTED if isinstance(err, Preempted) else INTERRUPTED
+                with self.lock.hold() if isinstance(err, Preempted) else contextlib.nullcontext():
+                    for i, (trial, _config, logger) in enumerate(members):
+                        if i not in told:  # this group's runs are closed already, later groups' are not
+                            self._fail(study, trial, None if i in group else logger, cause, "KILLED")
+                            _retry_later(study, trial.params, trial.number)
+                raise
+            except Exception as err:  # a broken group fails its trials (runs closed), not the study
+                for i in group:
+                    if i not in told:
+                        told.add(i)
+                        self._fail(study, members[i][0], None, flat_error(err), "FAILED")
+
+    def _pruning_reporter(self, study: optuna.Study, trial: optuna.Trial, logger: RunLogger, config: RunConfig,
+                          arm: Arm, told: set[int], index: int) -> Callable:
+        """trial_reporter, and a pruned member's trial told PRUNED at its evaluation point (not at
+        the end of the batch): its slot is free for the next trial at once."""
+        report = trial_reporter(logger, trial, config.objective, arm.pruner)
+
+        def reporter(point: int, metrics: dict[str, float]) -> str | None:
+            reason = report(point, metrics)
+            if reason and index not in told:
+                trial.set_user_attr("pruned_reason", f"pruned: {reason}")
+                study.tell(trial, state=TrialState.PRUNED)
+                told.add(index)
+            return reason
+
+        return reporter
 
     @staticmethod
     def _fail(study: optuna.Study, trial: optuna.Trial, logger: RunLogger | None, reason: str, status: str) -> None:

@@ -1,0 +1,208 @@
+"""Batched runs (bench/batched.py): every member equals its sequential `fit`, in float64, to 1e-6
+relative; divergence, pruning and early stopping are per member; what is not elementwise is refused
+with its reason; studies train eval seeds (default) and tuning batches (opt-in) batched."""
+
+from __future__ import annotations
+
+import textwrap
+from collections import Counter
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+from bench.batched import NotBatchable, fit_batched, why_not
+from bench.spec import RunConfig
+from bench.train import fit
+
+MODELS = {  # small members: the cases are about equality, not accuracy
+    "mlp": ("digits", {"hidden_sizes": "32"}, {}),
+    "cnn": ("digits_images", {"cnn_channels": "4-8", "batch_norm": False}, {}),
+    "transformer": ("sequences", {"d_model": 16, "n_heads": 2, "n_layers": 1, "ff_dim": 32},
+                    {"n_samples": 300}),
+}
+LR = {"sgd": 0.1, "bgd": 0.5, "adam": 0.003, "adagrad": 0.05}
+TIMES = ("epoch_time_s", "train_time_s", "wall_time_s")
+
+
+def config(model: str, optimizer: str, seed: int, **over) -> RunConfig:
+    dataset, params, data_args = MODELS[model]
+    params = {**params, "lr": LR[optimizer], **over.pop("params", {})}
+    if optimizer == "bgd":
+        params.setdefault("bgd_max_chunk", 256)  # several chunks accumulated into each step
+    else:
+        params.setdefault("batch_size", 64)
+    rest = {"epochs": 2, "precision": "64-true", **over}
+    return RunConfig.build(model=model, dataset=dataset, optimizer=optimizer, params=params, data_args=data_args,
+                           seed=seed, accelerator="cpu", evaluate_test=True, **rest)
+
+
+def assert_same(sequential, batched, tol: float = 1e-6) -> None:
+    assert batched.status == sequential.status and batched.reason == sequential.reason
+    assert (batched.steps, batched.samples, batched.epochs) == (sequential.steps, sequential.samples,
+                                                                 sequential.epochs)
+    assert len(batched.history) == len(sequential.history)
+    for point_b, point_s in zip(batched.history, sequential.history):
+        assert point_b.keys() == point_s.keys()
+        for key, value in point_s.items():
+            if key not in TIMES:
+                assert point_b[key] == pytest.approx(value, rel=tol, abs=1e-12, nan_ok=True), key
+    finals = {k: v for k, v in sequential.final.items() if k not in TIMES}
+    assert {k: batched.final[k] for k in finals} == pytest.approx(finals, rel=tol, abs=1e-12, nan_ok=True)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "bgd", "adam", "adagrad"])
+@pytest.mark.parametrize("model", ["mlp", "cnn", "transformer"])
+def test_every_member_equals_its_sequential_run_in_float64(model, optimizer):
+    configs = [config(model, optimizer, seed) for seed in (1000, 1001)]
+    batched = fit_batched(configs, [None, None])
+    for c, result in zip(configs, batched):
+        assert result.extra["batched"] == 2
+        assert_same(fit(c), result)
+    # the members are different runs (own initial weights and batch order), not copies
+    assert batched[0].history[-1]["val/loss"] != batched[1].history[-1]["val/loss"]
+
+
+def test_per_member_hyper_parameters_a_steps_budget_and_a_schedule_match_sequential_runs():
+    """A tuning batch: lr, eps and the schedule's values differ per member (one parameter group
+    each); a steps budget evaluated every 7 steps, so points fall within epochs."""
+    configs = [config("mlp", "adam", 0, steps=40, eval_every=7, epochs=None, schedule="warmup_cosine",
+                      regularizers=("l2", "label_smoothing"),
+                      params={"lr": lr, "eps": eps, "warmup_fraction": w, "weight_decay": 1e-3})
+               for lr, eps, w in ((0.003, 1e-8, 0.1), (0.01, 1e-6, 0.3), (0.001, 1e-7, 0.0))]
+    assert why_not(configs) is None
+    batched = fit_batched(configs, [None] * 3)
+    assert [len(r.history) for r in batched] == [6, 6, 6] and batched[0].steps == 40
+    for c, result in zip(configs, batched):
+        assert_same(fit(c), result)
+    assert len({r.history[1]["lr"] for r in batched}) == 3  # each member its own lr and schedule
+
+
+def test_a_diverging_member_is_frozen_and_recorded_while_the_others_go_on():
+    configs = [config("mlp", "sgd", 0, epochs=3, params={"lr": lr}) for lr in (0.1, 1e6, 0.05)]
+    batched = fit_batched(configs, [None] * 3)
+    assert [r.status for r in batched] == ["completed", "diverged", "completed"]
+    for c, result in zip(configs, batched):
+        assert_same(fit(c), result)  # the diverged member's reason and point too
+    assert batched[1].reason.startswith(("train/loss=", "val/loss=")) and "test/acc" not in batched[1].final
+
+
+def test_early_stopping_and_pruning_are_decided_per_member():
+    stop = {"early_stop_patience": 1}
+    configs = [config("mlp", "sgd", 0, epochs=8, regularizers=("early_stopping",), params={"lr": lr, **stop})
+               for lr in (0.3, 0.002, 0.05, 0.1)]
+
+    def pruner(member: int):
+        return lambda point, metrics: "pruned at 2" if member == 3 and point == 2 else None
+
+    batched = fit_batched(configs, [pruner(k) for k in range(4)])
+    for k, (c, result) in enumerate(zip(configs, batched)):
+        assert_same(fit(c, reporter=pruner(k)), result)
+    assert batched[3].status == "pruned" and len(batched[3].history) == 2
+    lengths = [len(r.history) for r in batched[:3]]
+    assert len(set(lengths)) > 1  # members stopped at different epochs (masks exercised)
+    assert any(r.extra.get("early_stopped") for r in batched[:3])
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"regularizers": ("grad_clip",)}, "gradient-norm clipping (the norm is per member)"),
+    ({"seconds": 1.0, "epochs": None}, "a seconds budget (each run counts its own training clock)"),
+    ({"precision": "bf16-mixed"}, "precision bf16-mixed (batched runs train in full precision)"),
+])
+def test_what_is_not_elementwise_is_refused_with_its_reason(change, reason):
+    configs = [config("mlp", "sgd", s, **change) for s in (0, 1)]
+    assert why_not(configs) == reason
+    with pytest.raises(NotBatchable, match=r"^" + reason.replace("(", r"\(").replace(")", r"\)") + "$"):
+        fit_batched(configs, [None, None])
+
+
+def test_models_and_optimizers_that_cannot_batch_are_refused_before_any_training():
+    lbfgs = [RunConfig.build(model="mlp", dataset="digits", optimizer="torch.optim.LBFGS", params={"lr": 0.1},
+                             epochs=1, seed=s) for s in (0, 1)]
+    assert why_not(lbfgs) == "optimizer torch.optim.LBFGS re-evaluates the loss in its step (closure)"
+    bn = [config("cnn", "sgd", s, params={"batch_norm": True}) for s in (0, 1)]
+    with pytest.raises(NotBatchable, match="^BatchNorm running statistics"):
+        fit_batched(bn, [None, None])
+    plateau = [config("mlp", "sgd", s, schedule="plateau") for s in (0, 1)]
+    with pytest.raises(NotBatchable, match="plateau"):
+        fit_batched(plateau, [None, None])
+    gan = [RunConfig.build(model="gan", dataset="digits_images", optimizer="adam", epochs=1, seed=s) for s in (0, 1)]
+    assert why_not(gan) == "model gan steps its optimizers itself"
+    assert why_not([config("mlp", "sgd", 0), config("mlp", "sgd", 1, params={"batch_size": 32})]) == \
+        "the runs differ in training values (batch_size)"
+
+
+def study_text(name: str, *, batched: bool, batch: int = 1, n_trials: int = 3, seeds: int = 3) -> str:
+    return textwrap.dedent(f"""
+        name = "{name}"
+        model = "mlp"
+        dataset = "digits"
+        epochs = 2
+        precision = "64-true"
+        [params]
+        hidden_sizes = "32"
+        [tuning]
+        n_trials = {n_trials}
+        batch = {batch}
+        pruner = "none"
+        [eval]
+        seeds = {seeds}
+        batched = {str(batched).lower()}
+        [[arms]]
+        optimizer = "sgd"
+        [[arms]]
+        optimizer = "sgd"
+        name = "sgd-clipped"
+        regularizers = ["grad_clip"]
+        """)
+
+
+def _runs(stores, name: str, phase: str) -> list:
+    client = MlflowClient(stores.tracking_uri)
+    exp = client.get_experiment_by_name(name)
+    return [r for r in client.search_runs([exp.experiment_id], max_results=1000) if r.data.tags.get("phase") == phase]
+
+
+@pytest.mark.slow
+def test_a_study_trains_eval_seeds_batched_by_default_with_the_numbers_of_sequential_seeds(stores, tmp_path):
+    for name, batched in (("batched", True), ("sequential", False)):
+        (tmp_path / f"{name}.toml").write_text(study_text(name, batched=batched))
+        assert stores.run("run", str(tmp_path / f"{name}.toml"), "--quiet") == 0
+    evals = {name: {(r.data.tags["arm"], r.data.tags["seed"]): r for r in _runs(stores, name, "eval")}
+             for name in ("batched", "sequential")}
+    assert len(evals["batched"]) == len(evals["sequential"]) == 6
+    for key, run in evals["batched"].items():
+        other = evals["sequential"][key]
+        assert run.info.status == other.info.status == "FINISHED"
+        if key[0] == "sgd":
+            assert run.data.tags["batched"] == "3" and "batched_fallback" not in run.data.tags
+            assert other.data.tags["batched_fallback"] == "eval.batched = false"
+        else:  # clipping is not elementwise: one seed after another, and why
+            assert run.data.tags["batched"] == "1"
+            assert run.data.tags["batched_fallback"] == "gradient-norm clipping (the norm is per member)"
+        for metric in ("test/acc", "test/loss", "val/loss"):
+            assert run.data.metrics[metric] == pytest.approx(other.data.metrics[metric], rel=1e-6)
+
+
+@pytest.mark.slow
+def test_a_tuning_batch_asks_b_distinct_trials_trains_them_together_and_survives_a_restart(stores, tmp_path):
+    path = tmp_path / "tb.toml"
+    path.write_text(study_text("tb", batched=True, batch=4, n_trials=6, seeds=2))
+    assert stores.run("run", str(path), "--quiet") == 0
+    tune = _runs(stores, "tb", "tune")
+    sgd = [r for r in tune if r.data.tags["arm"] == "sgd"]
+    # 6 trials in batches of 4: one batch of 4, then one of the 2 slots left
+    assert Counter(r.data.tags["batched"] for r in sgd) == {"4": 4, "2": 2}
+    clipped = [r for r in tune if r.data.tags["arm"] == "sgd-clipped"]
+    assert {r.data.tags["batched_fallback"] for r in clipped} == {"gradient-norm clipping (the norm is per member)"}
+    study = optuna.load_study(study_name="tb/sgd", storage=stores.storage)
+    assert Counter(t.state for t in study.trials) == {TrialState.COMPLETE: 6}
+    assert len({t.params["lr"] for t in study.trials}) == 6  # no two members drew the same configuration
+    # each trial's objective is its own run's, as a sequential fit of its config gives it
+    trial = study.trials[1]
+    run = next(r for r in sgd if r.data.tags["optuna_trial"] == str(trial.number))
+    assert run.data.metrics["val/acc"] == pytest.approx(trial.value, rel=1e-12)
+    # a rerun on the same stores finds the budget spent: no trial is drawn twice or added
+    assert stores.run("run", str(path), "--quiet") == 0
+    assert len(optuna.load_study(study_name="tb/sgd", storage=stores.storage).trials) == 6
