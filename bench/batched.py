@@ -78,18 +78,7 @@ def why_not(configs: Sequence[RunConfig]) -> str | None:
     if len(configs) < 2:
         return SINGLE
     first = configs[0]
-    shared = ("model", "dataset", "data_args", "data_seed", "optimizer", "schedule", "regularizers", "epochs",
-              "steps", "samples", "seconds", "eval_every", "objective", "evaluate_test", "accelerator", "devices",
-              "num_nodes", "strategy", "precision")
-    for config in configs[1:]:
-        differ = [name for name in shared if getattr(config, name) != getattr(first, name)]
-        if differ:
-            return f"the runs differ in {differ[0]}"
-        a, b = first.owners().split(first.params), config.owners().split(config.params)
-        differ = [name for name in ("model", "training", "regularizers") if getattr(a, name) != getattr(b, name)]
-        if differ:
-            keys = _differing(getattr(a, differ[0]), getattr(b, differ[0]))
-            return f"the runs differ in {differ[0]} values ({', '.join(keys) or differ[0]})"
+    # what no batch can do comes first: it is the reason whatever the members' values
     owners = first.owners()
     if first.world_size > 1:
         return f"{first.world_size} processes (each run trains in its own process group)"
@@ -108,13 +97,26 @@ def why_not(configs: Sequence[RunConfig]) -> str | None:
     for info in owners.regularizers:
         if info.name == "grad_clip":
             return "gradient-norm clipping (the norm is per member)"
+    shared = ("model", "dataset", "data_args", "data_seed", "optimizer", "schedule", "regularizers", "epochs",
+              "steps", "samples", "seconds", "eval_every", "objective", "evaluate_test", "accelerator", "devices",
+              "num_nodes", "strategy", "precision")
+    for config in configs[1:]:
+        differ = [name for name in shared if getattr(config, name) != getattr(first, name)]
+        if differ:
+            return f"the runs differ in {differ[0]}"
+        a, b = first.owners().split(first.params), config.owners().split(config.params)
+        differ = [name for name in ("model", "training", "regularizers") if getattr(a, name) != getattr(b, name)]
+        if differ:
+            keys = _differing(getattr(a, differ[0]), getattr(b, differ[0]))
+            return f"the runs differ in {differ[0]} values ({', '.join(keys) or differ[0]})"
     return None
 
 
 def _differing(a: Any, b: Any) -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
-    return []
+    """The hyper-parameter names whose values differ (regularizers: (info, values) pairs)."""
+    if isinstance(a, tuple):
+        a, b = ({k: v for _info, kw in side for k, v in kw.items()} for side in (a, b))
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
 
 class _Loss(nn.Module):

@@ -199,6 +199,13 @@ def main(out: Path, repeats: int = 5) -> int:
     from bench.perf_workloads import mnist1d_costs
 
     report["mnist1d"] = mnist1d_costs(min(repeats, 3))
+    from bench.perf_batched import batched_costs, quickstart_wall_times
+
+    report["batched"] = batched_costs(min(repeats, 3))
+    if torch.cuda.is_available():  # the CNN and the Transformer, where dispatch is all a small model costs
+        report["batched_gpu"] = batched_costs(min(repeats, 3), workloads=("digits-images CNN", "sequences Transformer"),
+                                              accelerator="cuda")
+    report["batched"]["quickstart"] = quickstart_wall_times(Path(__file__).parents[1] / "studies" / "quickstart.toml")
     (out / "perf.json").write_text(json.dumps(report, indent=2, default=str))
     (out / "perf.md").write_text(render(report))
     print(render(report))
@@ -235,6 +242,9 @@ def render(r: dict) -> str:
         from bench.perf_workloads import render as render_workloads
 
         lines += render_workloads(r["mnist1d"])
+    from bench.perf_batched import render as render_batched
+
+    lines += [line for key in ("batched", "batched_gpu") if key in r for line in render_batched(r[key])]
     if "pruning" in r and isinstance(r["pruning"], dict):
         lines += ["", "## Pruning", "", "```", json.dumps(r["pruning"], indent=2, default=str), "```"]
     return "\n".join(lines) + "\n"

@@ -9,12 +9,14 @@ from collections import Counter
 
 import optuna
 import pytest
+import torch
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from bench.batched import NotBatchable, fit_batched, why_not
 from bench.spec import RunConfig
 from bench.train import fit
+from bench.tuning.storage import open_storage
 
 MODELS = {  # small members: the cases are about equality, not accuracy
     "mlp": ("digits", {"hidden_sizes": "32"}, {}),
@@ -34,8 +36,9 @@ def config(model: str, optimizer: str, seed: int, **over) -> RunConfig:
     else:
         params.setdefault("batch_size", 64)
     rest = {"epochs": 2, "precision": "64-true", **over}
+    rest.setdefault("accelerator", "cpu")
     return RunConfig.build(model=model, dataset=dataset, optimizer=optimizer, params=params, data_args=data_args,
-                           seed=seed, accelerator="cpu", evaluate_test=True, **rest)
+                           seed=seed, evaluate_test=True, **rest)
 
 
 def assert_same(sequential, batched, tol: float = 1e-6) -> None:
@@ -196,7 +199,7 @@ def test_a_tuning_batch_asks_b_distinct_trials_trains_them_together_and_survives
     assert Counter(r.data.tags["batched"] for r in sgd) == {"4": 4, "2": 2}
     clipped = [r for r in tune if r.data.tags["arm"] == "sgd-clipped"]
     assert {r.data.tags["batched_fallback"] for r in clipped} == {"gradient-norm clipping (the norm is per member)"}
-    study = optuna.load_study(study_name="tb/sgd", storage=stores.storage)
+    study = optuna.load_study(study_name="tb/sgd", storage=open_storage(stores.storage))
     assert Counter(t.state for t in study.trials) == {TrialState.COMPLETE: 6}
     assert len({t.params["lr"] for t in study.trials}) == 6  # no two members drew the same configuration
     # each trial's objective is its own run's, as a sequential fit of its config gives it
@@ -205,4 +208,34 @@ def test_a_tuning_batch_asks_b_distinct_trials_trains_them_together_and_survives
     assert run.data.metrics["val/acc"] == pytest.approx(trial.value, rel=1e-12)
     # a rerun on the same stores finds the budget spent: no trial is drawn twice or added
     assert stores.run("run", str(path), "--quiet") == 0
-    assert len(optuna.load_study(study_name="tb/sgd", storage=stores.storage).trials) == 6
+    assert len(optuna.load_study(study_name="tb/sgd", storage=open_storage(stores.storage)).trials) == 6
+
+
+@pytest.mark.slow
+def test_tuning_batches_with_two_workers_draw_distinct_trials_and_spend_the_budget_exactly(stores, tmp_path):
+    path = tmp_path / "tbw.toml"
+    path.write_text(study_text("tbw", batched=True, batch=3, n_trials=6, seeds=2))
+    assert stores.run("run", str(path), "--quiet", "--workers", "2") == 0
+    study = optuna.load_study(study_name="tbw/sgd", storage=open_storage(stores.storage))
+    assert Counter(t.state for t in study.trials) == {TrialState.COMPLETE: 6}
+    assert len({t.params["lr"] for t in study.trials}) == 6
+    sgd = [r for r in _runs(stores, "tbw", "tune") if r.data.tags["arm"] == "sgd"]
+    assert len(sgd) == 6 and all(r.info.status == "FINISHED" for r in sgd)
+    assert sum(int(r.data.tags["batched"]) > 1 for r in sgd) >= 4  # most of them trained in batches
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run on a GPU machine)")
+
+
+@pytest.mark.gpu
+@CUDA
+@pytest.mark.parametrize("model", ["cnn", "transformer"])
+def test_gpu_members_equal_their_sequential_runs_and_cost_less(model):
+    configs = [config(model, "adam", seed, accelerator="cuda") for seed in (1000, 1001, 1002)]
+    batched = fit_batched(configs, [None] * 3)
+    for c, result in zip(configs, batched):
+        assert_same(fit(c), result)
+    from bench.perf_batched import side_by_side
+
+    timing = side_by_side([config(model, "adam", s, accelerator="cuda", precision="32-true") for s in range(5)], 1)
+    assert timing["ratio"] < 1.0, timing  # 5 members in one model cost less than 5 runs

@@ -512,10 +512,12 @@ class StudyRunner:
                 free = [s for s in seeds if s not in finished and s not in claimed]
                 if free:
                     # every free seed at once when they can train as one batched model; else one
-                    configs = [arm.config(self.spec, dict(best.params), seed=s, evaluate_test=True) for s in free]
-                    reason = why_not(configs) if self.spec.eval.batched else "eval.batched = false"
-                    if reason and len(free) > 1:
-                        configs = configs[:1]
+                    configs = {s: arm.config(self.spec, dict(best.params), seed=s, evaluate_test=True) for s in seeds}
+                    # judged on all of the arm's seeds: the last free one alone still records why
+                    reason = why_not(list(configs.values())) if self.spec.eval.batched else "eval.batched = false"
+                    configs = [configs[s] for s in (free if reason is None else free[:1])]
+                    if reason is None and len(configs) == 1:
+                        reason = SINGLE
                     loggers = [self.child_run(experiment_id, parent, arm, f"{arm.name}/seed-{c.seed - EVAL_SEED_BASE}",
                                               c, {"phase": "eval", "best_trial": best.number,
                                                   "optuna_study": study.study_name}) for c in configs]
