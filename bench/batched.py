@@ -233,11 +233,27 @@ def fit_batched(configs: Sequence[RunConfig], reporters: Sequence[Reporter | Non
                          in_dims=(0, x_dim, x_dim), randomness="different")
     K = len(configs)
     zero = torch.zeros((), device=device, dtype=TRUE_DTYPES.get(first.precision, torch.float32))
+    _probe(member_losses, layout, optimizer, batches)
     seed_everything(first.seed)  # the members' dropout masks: one seeded stream for the batch
     run = _BatchRun(members, template, names, layout, optimizer, data, budget, start)
     with _default_dtype(TRUE_DTYPES.get(first.precision)):  # as Lightning's 64-true forward context
         _train(run, batches, member_losses, scheduler, counter, zero)
     return run.results(counter, device, K)
+
+
+def _probe(member_losses, layout, optimizer: torch.optim.Optimizer, batches: _MemberBatches) -> None:
+    """One forward and backward pass on two examples, gradients discarded: an operation torch.func
+    cannot batch (e.g. aten::gru) fails here, before any member has trained."""
+    x, y = batches.x[:2], batches.y[:2]
+    if batches.shuffle:  # every member's batch is its own: the leading dimension is the member's
+        x, y = (t.expand(len(batches.seeds), *t.shape) for t in (x, y))
+    try:
+        member_losses(layout.forward_params(), x, y).sum().backward()
+    except Exception as err:  # noqa: BLE001 - any failure here means: train them one by one
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise NotBatchable(f"torch.func cannot batch the model ({first})") from None
+    finally:
+        optimizer.zero_grad(set_to_none=True)
 
 
 def _train(run: _BatchRun, batches: _MemberBatches, member_losses, scheduler, counter: dict, zero) -> None:

@@ -127,6 +127,11 @@ def test_models_and_optimizers_that_cannot_batch_are_refused_before_any_training
     bn = [config("cnn", "sgd", s, params={"batch_norm": True}) for s in (0, 1)]
     with pytest.raises(NotBatchable, match="^BatchNorm running statistics"):
         fit_batched(bn, [None, None])
+    gru = [RunConfig.build(model="gru", dataset="digits_images", optimizer="sgd", params={"lr": 0.1}, epochs=1,
+                           seed=s, accelerator="cpu") for s in (0, 1)]
+    with pytest.raises(NotBatchable, match=r"^torch.func cannot batch the model \(Batching rule not implemented "
+                                           r"for aten::gru"):
+        fit_batched(gru, [None, None])
     plateau = [config("mlp", "sgd", s, schedule="plateau") for s in (0, 1)]
     with pytest.raises(NotBatchable, match="plateau"):
         fit_batched(plateau, [None, None])
