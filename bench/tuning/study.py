@@ -342,16 +342,22 @@ class StudyRunner:
                 return outcome
             time.sleep(POLL_S)
 
+    def open_trial(self, experiment_id: str, arm: Arm, study: optuna.Study, trial: optuna.Trial,
+                   parent: RunLogger) -> tuple[RunConfig, RunLogger]:
+        """The trial's sampled config and its MLflow run, linked both ways."""
+        sampled = sample(trial, arm.space, arm.params)
+        config = arm.config(self.spec, sampled, seed=self.spec.tuning.seed, evaluate_test=False)
+        logger = self.child_run(experiment_id, parent, arm, f"{arm.name}/trial-{trial.number:03d}", config, {
+            "phase": "tune", "optuna_study": study.study_name, "optuna_trial": trial.number})
+        trial.set_user_attr("mlflow_run_id", logger.run_id)
+        trial.set_user_attr("config_hash", config.hash())
+        return config, logger
+
     def run_trial(self, experiment_id: str, arm: Arm, study: optuna.Study, trial: optuna.Trial,
                   parent: RunLogger) -> None:
         logger = None
         try:
-            sampled = sample(trial, arm.space, arm.params)
-            config = arm.config(self.spec, sampled, seed=self.spec.tuning.seed, evaluate_test=False)
-            logger = self.child_run(experiment_id, parent, arm, f"{arm.name}/trial-{trial.number:03d}", config, {
-                "phase": "tune", "optuna_study": study.study_name, "optuna_trial": trial.number})
-            trial.set_user_attr("mlflow_run_id", logger.run_id)
-            trial.set_user_attr("config_hash", config.hash())
+            config, logger = self.open_trial(experiment_id, arm, study, trial, parent)
             reporter = trial_reporter(logger, trial, config.objective, arm.pruner)
             with Heartbeat(study._storage, trial._trial_id):
                 result = execute(config, reporter, context=self.context(logger, arm, study, trial, arm.pruner))
@@ -385,12 +391,7 @@ class StudyRunner:
         for trial in trials:
             logger = None
             try:
-                sampled = sample(trial, arm.space, arm.params)
-                config = arm.config(self.spec, sampled, seed=self.spec.tuning.seed, evaluate_test=False)
-                logger = self.child_run(experiment_id, parent, arm, f"{arm.name}/trial-{trial.number:03d}", config, {
-                    "phase": "tune", "optuna_study": study.study_name, "optuna_trial": trial.number})
-                trial.set_user_attr("mlflow_run_id", logger.run_id)
-                trial.set_user_attr("config_hash", config.hash())
+                config, logger = self.open_trial(experiment_id, arm, study, trial, parent)
                 members.append((trial, config, logger))
             except Exception as err:  # a broken configuration fails its trial, not the batch
                 self._fail(study, trial, logger, flat_error(err), "FAILED")
