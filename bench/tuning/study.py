@@ -300,7 +300,6 @@ class StudyRunner:
         t = self.spec.tuning
         outcome = ArmOutcome(arm)
         while True:
-            self.stop()
             with self.lock.hold():
                 self.reap(experiment_id, study)
                 running = self.counts(study, outcome)
@@ -309,6 +308,7 @@ class StudyRunner:
                                        f"{t.max_failed_trials}); see the FAILED runs' 'error' tag")
                 if outcome.complete + outcome.pruned + running >= t.n_trials:
                     return
+                self.stop()  # a free slot, but a stopping worker takes no new trial
                 trial = study.ask()
                 for key, value in WORKER_ATTRS.items():  # host:pid, and the Slurm job when there is one
                     trial.set_user_attr(key, value)
@@ -330,6 +330,7 @@ class StudyRunner:
                 running = self.counts(study, outcome)
             if not running:
                 return outcome
+            self.stop()  # nor does it wait for other workers' trials
             time.sleep(POLL_S)
 
     def run_trial(self, experiment_id: str, arm: Arm, study: optuna.Study, trial: optuna.Trial,
@@ -404,7 +405,6 @@ class StudyRunner:
         tags = {"study": self.spec.name, "arm": arm.name, "phase": "eval", "best_trial": str(best.number)}
         seeds = [EVAL_SEED_BASE + k for k in range(self.spec.eval.seeds)]
         while True:
-            self.stop()
             with self.lock.hold():
                 finished, claimed = {}, set()
                 for run in self.tracker.find_runs(experiment_id, tags):
@@ -418,6 +418,7 @@ class StudyRunner:
                         self.tracker.client.set_terminated(run.info.run_id, "FAILED")
                 free = [s for s in seeds if s not in finished and s not in claimed]
                 if free:
+                    self.stop()  # a stopping worker claims no new seed
                     seed = free[0]
                     k = seed - EVAL_SEED_BASE
                     config = arm.config(self.spec, dict(best.params), seed=seed, evaluate_test=True)
@@ -427,6 +428,7 @@ class StudyRunner:
                 if len(finished) == len(seeds):
                     outcome.eval_run_ids = [finished[s] for s in seeds]
                     return
+                self.stop()  # nor does it wait for other workers' seeds
                 time.sleep(POLL_S)  # other workers are still training their seeds
                 continue
             self.progress("eval_start", {"arm": arm.name, "seed": k + 1, "total": len(seeds)})
