@@ -178,6 +178,9 @@ class Slurm:
             "JobCompType=jobcomp/none",
             "MpiDefault=none",
             "SchedulerType=sched/backfill",
+            # once its hold is over a requeued job waits for the scheduler's next pass over the queue:
+            # every 5 s here (default 60 s)
+            "SchedulerParameters=sched_interval=5",
             "ReturnToService=2",
             "KillWait=30",  # SIGTERM ... SIGKILL: a worker's grace period must fit in it
             "JobRequeue=1",

@@ -153,6 +153,42 @@ def test_fit_keeps_the_processs_own_sigterm_handler():
     assert len(seen) == 1 and result.epochs == 6 and result.status == "completed"
 
 
+def test_a_stop_once_no_work_is_left_lets_the_worker_finish_the_study(tmp_path, monkeypatch):
+    """A stop request stops a worker before it takes (or waits for) more work; when none is left, as
+    when the signal comes while the study's last run ends within its grace period, the worker closes
+    the study as usual: its arm runs FINISHED, not KILLED with a study done that no requeue will
+    ever close."""
+    from bench.tuning import study as study_mod
+    from bench.tuning.study import StudyRunner
+
+    path = study_file(tmp_path, "stop", n_trials=1, epochs=1, seeds=2)
+    spec = spec_mod.load(path)
+    tracking, storage = f"sqlite:///{tmp_path}/mlflow.db", str(tmp_path / "optuna.journal")
+    execute, evals, stop_after = study_mod.execute, [], []
+
+    def counting(config, reporter=None, *, context=None):
+        result = execute(config, reporter, context=context)
+        evals.extend([config.optimizer] if config.evaluate_test else [])
+        return result
+
+    def stop():
+        if len(evals) in stop_after:
+            raise Preempted("stopped before taking new work")
+
+    monkeypatch.setattr(study_mod, "execute", counting)
+    stop_after[:] = [2]  # after the first arm's eval seeds: the second arm's are left to do
+    with pytest.raises(Preempted):
+        StudyRunner(spec, tracking_uri=tracking, storage_url=storage, stop=stop).run()
+    assert evals == ["sgd", "sgd"]
+    stop_after[:] = [4]  # the rerun's second run is the study's last: the stop comes as it ends
+    outcomes = StudyRunner(spec, tracking_uri=tracking, storage_url=storage, stop=stop).run()
+    assert evals == ["sgd", "sgd", "adam", "adam"] and [len(o.eval_run_ids) for o in outcomes] == [2, 2]
+    client = MlflowClient(tracking)
+    runs = client.search_runs([client.get_experiment_by_name("stop").experiment_id])
+    assert sorted((r.data.tags["phase"], r.info.status) for r in runs if r.data.tags["phase"] in ("arm", "eval")) == [
+        *[("arm", "FINISHED")] * 2, *[("eval", "FINISHED")] * 4]
+
+
 # --- on the cluster ---------------------------------------------------------------------------------
 def _trials(storage, name: str, arm: str):
     return optuna.load_study(study_name=f"{name}/{arm}", storage=storage).trials
@@ -214,23 +250,42 @@ def test_quickstart_on_three_slurm_workers_matches_the_local_run(slurm, postgres
     slurm.wait_idle()
 
 
-def _wait_for(predicate, timeout: float, what: str):
+def _wait_for(predicate, timeout: float, what: str, report=lambda: ""):
+    """predicate()'s first true value; past the timeout an AssertionError that ends with report()."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what} ({timeout:g} s)\n{report()}")
+
+
+def _slurm_report(slurm, logs: Path, job: str = "") -> str:
+    """What a failure message needs: the job logs, `scontrol show job` and slurmctld's last lines."""
+    parts = [f"--- {log.name}\n{log.read_text()[-6000:]}" for log in sorted(logs.glob("*.out"))]
+    show = subprocess.run(["scontrol", "show", "job", *([job] if job else [])], capture_output=True, text=True)
+    ctld = (slurm.root / "log" / "slurmctld.log").read_text().splitlines()
+    return "\n".join([*(parts or [f"--- no job log in {logs}"]), f"--- scontrol show job {job}",
+                      (show.stdout or show.stderr).strip(), "--- slurmctld.log (last lines)", *ctld[-30:]])
+
+
+def _run_time_s(job: str) -> int:
+    """How long the job has been running (scontrol's RunTime=[D-]HH:MM:SS), in seconds."""
+    show = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True, check=True).stdout
+    days, _, clock = re.search(r"\bRunTime=(\S+)", show).group(1).rpartition("-")
+    hours, minutes, seconds = (int(part) for part in clock.split(":"))
+    return int(days or 0) * 86400 + hours * 3600 + minutes * 60 + seconds
 
 
 def _running_trial(storage, name: str, arm: str):
+    """The arm's trial started last among those running (the one with the most of its run ahead)."""
     try:
         trials = _trials(storage, name, arm)
     except KeyError:
         return None
     running = [t for t in trials if t.state == TrialState.RUNNING and "mlflow_run_id" in t.user_attrs]
-    return running[0] if running else None
+    return max(running, key=lambda t: t.datetime_start) if running else None
 
 
 def _submit(args: list[str], cwd: Path) -> subprocess.Popen:
@@ -242,7 +297,9 @@ def _submit(args: list[str], cwd: Path) -> subprocess.Popen:
 @pytest.mark.slow
 def test_a_cancelled_worker_job_fails_its_trial_and_another_worker_retries_it(slurm, postgres, mlflow_server,
                                                                               stores):
-    path = study_file(stores.root, "scancel", n_trials=3, epochs=150, model="mlp", seeds=2)
+    # every run trains 3 s (a seconds budget, whatever the machine's speed): the trial seen running
+    # is still running when scancel reaches it
+    path = study_file(stores.root, "scancel", n_trials=3, seconds=3, model="mlp", seeds=2)
     spec = spec_mod.load(path)
     storage_url = postgres.url("optuna")
     start = time.monotonic()
@@ -250,14 +307,17 @@ def test_a_cancelled_worker_job_fails_its_trial_and_another_worker_retries_it(sl
                     "--storage", storage_url, "--tracking-uri", mlflow_server.url,
                     "--results-dir", str(stores.results)], stores.root)
     storage = open_storage(storage_url)
-    victim = _wait_for(lambda: _running_trial(storage, "scancel", "sgd"), 180, "a running trial")
+    logs = stores.root / "slurm-logs" / "scancel"
+    victim = _wait_for(lambda: _running_trial(storage, "scancel", "sgd"), 180, "a running trial",
+                       lambda: _slurm_report(slurm, logs))
     subprocess.run(["scancel", victim.user_attrs["slurm_job"]], check=True)
     out, err = proc.communicate(timeout=600)
     timing("scancel test (2 workers, one cancelled)", time.monotonic() - start)
     assert proc.returncode == 0, err
     assert "arm sgd: done" in err and "arm adam: done" in err  # the progress, read from the stores
     dead = _trials(storage, "scancel", "sgd")[victim.number]
-    assert dead.state == TrialState.FAIL and dead.user_attrs["fail_reason"] == "preempted"
+    assert dead.state == TrialState.FAIL and dead.user_attrs["fail_reason"] == "preempted", (
+        f"{dead.state} {dead.user_attrs}\n{_slurm_report(slurm, logs, victim.user_attrs['slurm_job'])}")
     retry = [t for t in _trials(storage, "scancel", "sgd") if t.user_attrs.get("retry_of") == victim.number]
     assert len(retry) == 1 and retry[0].params == dead.params and retry[0].state == TrialState.COMPLETE
     assert retry[0].user_attrs["slurm_job"] != victim.user_attrs["slurm_job"]  # another worker took it over
@@ -265,8 +325,8 @@ def test_a_cancelled_worker_job_fails_its_trial_and_another_worker_retries_it(sl
     assert run.info.status == "KILLED" and run.data.tags["error"] == "preempted"
     states = check_exact(spec, storage, mlflow_server.url)
     assert states["sgd"][TrialState.FAIL] == 1 and states["adam"][TrialState.FAIL] == 0
-    log = (stores.root / "slurm-logs" / "scancel" / f"{victim.user_attrs['slurm_job']}.out").read_text()
-    assert "SIGTERM received" in log and "cancelled, not requeued" in log
+    log = (logs / f"{victim.user_attrs['slurm_job']}.out").read_text()
+    assert "SIGTERM received" in log and "cancelled, not requeued" in log, log
     note(f"[counts] scancel: {dict(states['sgd'])} / {dict(states['adam'])}")
     slurm.wait_idle()
 
@@ -274,13 +334,16 @@ def test_a_cancelled_worker_job_fails_its_trial_and_another_worker_retries_it(sl
 @pytest.mark.slow
 def test_a_job_past_its_time_limit_is_requeued_and_the_study_finishes_exactly(slurm, postgres, mlflow_server,
                                                                               stores):
-    path = study_file(stores.root, "timelimit", n_trials=3, epochs=100, model="mlp", seeds=2)
+    # Every run trains 5 s (a seconds budget takes as long on a fast machine as on a slow one), so the
+    # 9 runs left after the first trial outlast Slurm's reaction to the new limit below (at most 30 s)
+    path = study_file(stores.root, "timelimit", n_trials=3, seconds=5, model="mlp", seeds=2)
     spec = spec_mod.load(path)
     storage_url = postgres.url("optuna")
+    logs = stores.root / "slurm-logs" / "timelimit"
     start = time.monotonic()
-    proc = _submit([path, "--launcher", "slurm", "--workers", "1", "--quiet", "--slurm", "signal=TERM@30",
-                    "--slurm", "grace=2", "--storage", storage_url, "--tracking-uri", mlflow_server.url,
-                    "--results-dir", str(stores.results)], stores.root)
+    proc = _submit([path, "--launcher", "slurm", "--workers", "1", "--quiet", "--slurm", "grace=2",
+                    "--storage", storage_url, "--tracking-uri", mlflow_server.url,
+                    "--results-dir", str(stores.results)], stores.root)  # the default signal: TERM@90
     storage = open_storage(storage_url)
 
     def finished():
@@ -289,25 +352,46 @@ def test_a_job_past_its_time_limit_is_requeued_and_the_study_finishes_exactly(sl
         except KeyError:
             return 0
 
-    _wait_for(finished, 300, "a finished trial")
+    _wait_for(finished, 300, "a finished trial", lambda: _slurm_report(slurm, logs))
     job = _job_of("timelimit", storage)
-    # Mid-study, the job's time limit becomes one minute (Slurm counts them in minutes): at its next
-    # check (every 30 s) Slurm sends the warning signal, or SIGTERM if the minute is already over.
-    subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=1"], check=True)
-    log = stores.root / "slurm-logs" / "timelimit" / f"{job}.out"
-    _wait_for(lambda: "; requeued" in log.read_text(), 180, "the requeue")
-    # the requeued run may take its time: the study must finish in it, not in yet another one
+    log = logs / f"{job}.out"
+
+    def report() -> str:
+        return _slurm_report(slurm, logs, job)
+
+    # Mid-study, the job gets a time limit (whole minutes, as Slurm counts them) 60 to 120 s away.
+    # slurmctld checks time limits every 30 s (PERIODIC_TIMEOUT, fixed) and sends the warning signal
+    # at the first check that finds the limit less than its lead (90 s) + 30 s away: the next one,
+    # at most 30 s from now, while the limit is still at least 30 s away (no time-out kill).
+    ran = _run_time_s(job)
+    minutes = -(-ran // 60) + 1
+    subprocess.run(["scontrol", "update", f"JobId={job}", f"TimeLimit={minutes}"], check=True)
+    cut = time.monotonic()
+    # the worker stops taking work (a run in flight past its grace period fails as preempted) and
+    # requeues its job; the study or the job ending first fails here at once, with the job's log and state
+    _wait_for(lambda: "stopped (" in log.read_text() or launcher.job_states([job]) == {}, 120,
+              "the warning signal and the requeue", report)
+    assert "; requeued" in log.read_text(), report()
+    requeued = time.monotonic() - cut
+    # Slurm holds a requeued job for cred_expire (10 s here): the requeued run starts without a limit
+    # and must finish the study, not leave it to yet another run
     subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=UNLIMITED"], check=True)
-    out, err = proc.communicate(timeout=600)
-    timing("time-limit test (1 worker, limit cut to 1 min mid-study)", time.monotonic() - start)
+    try:
+        out, err = proc.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError(f"bench run did not end within 600 s of the requeue\n{report()}") from None
+    timing("time-limit test (1 worker, limit cut mid-study)", time.monotonic() - start)
     assert proc.returncode == 0, err
     text = log.read_text()
-    assert text.count("SIGTERM received") == 1 and text.count("; requeued") == 1, text
+    assert text.count("SIGTERM received") == 1 and text.count("; requeued") == 1, report()
     assert text.index("SIGTERM received") < text.index("; requeued")
+    assert "DUE TO TIME LIMIT" not in text, report()  # the warning came first: the worker stopped in time
     states = check_exact(spec, storage, mlflow_server.url)
     show = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
-    assert "Restarts=1" in show and "JobState=COMPLETED" in show, show
-    note(f"[counts] time limit: 1 requeue; {dict(states['sgd'])} / {dict(states['adam'])}")
+    assert "Restarts=1" in show and "JobState=COMPLETED" in show, report()
+    note(f"[counts] time limit: cut to {minutes} min after {ran} s, requeued {requeued:.0f} s later; 1 requeue; "
+         f"{dict(states['sgd'])} / {dict(states['adam'])}")
     slurm.wait_idle()
 
 
@@ -319,7 +403,9 @@ def _job_of(name: str, storage) -> str:
 @pytest.mark.slow
 def test_detach_then_status_then_report_on_shared_file_stores(slurm, stores, monkeypatch, capfd):
     monkeypatch.chdir(stores.root)
-    path = study_file(stores.root, "detached", n_trials=3, epochs=60, model="mlp", seeds=2)
+    # every run trains 2 s (a seconds budget, whatever the machine's speed): the status calls below
+    # find trials running
+    path = study_file(stores.root, "detached", n_trials=3, seconds=2, model="mlp", seeds=2)
     start = time.monotonic()
     assert stores.run("run", path, "--launcher", "slurm", "--workers", "2", "--detach", "--shared-fs") == 0
     out = capfd.readouterr().out
@@ -344,7 +430,7 @@ def test_detach_then_status_then_report_on_shared_file_stores(slurm, stores, mon
     for arm, line in zip(("sgd", "adam"), lines[2:4]):
         assert re.fullmatch(rf"{arm} +3/3 +0 +0 +0 +2/2 +0\.\d+", line), line
     assert lines[4] == f"Slurm jobs {job}: none queued or running" and lines[5] == "done"
-    assert seen_running  # while it ran, status named the Slurm job holding a trial
+    assert seen_running, last  # while it ran, status named the Slurm job holding a trial
     assert stores.run("report", path) == 0
     assert (stores.results / "detached" / "report.md").exists()
     spec = spec_mod.load(path)

@@ -20,13 +20,18 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.slow
 
 
-def study_file(root, name: str, *, n_trials: int, epochs: int, model: str = "linear", seeds: int = 3) -> str:
+def study_file(root, name: str, *, n_trials: int, epochs: int | None = None, seconds: float | None = None,
+               model: str = "linear", seeds: int = 3) -> str:
+    """Two arms (sgd, adam) on digits. Each run trains `epochs` epochs, or `seconds` seconds (a
+    floor on its wall time whatever the machine's speed, evaluated every second)."""
+    assert (epochs is None) != (seconds is None), "one budget: epochs or seconds"
+    budget = f"epochs = {epochs}" if seconds is None else f"seconds = {seconds}\n        eval_every = 1.0"
     path = root / f"{name}.toml"
     path.write_text(textwrap.dedent(f"""
         name = "{name}"
         model = "{model}"
         dataset = "digits"
-        epochs = {epochs}
+        {budget}
         [params]
         batch_size = 256
         [tuning]

@@ -303,7 +303,6 @@ class StudyRunner:
         t = self.spec.tuning
         outcome = ArmOutcome(arm)
         while True:
-            self.stop()
             with self.lock.hold():
                 self.reap(experiment_id, study)
                 running = self.counts(study, outcome)
@@ -313,6 +312,7 @@ class StudyRunner:
                 free = t.n_trials - (outcome.complete + outcome.pruned + running)
                 if free <= 0:
                     return
+                self.stop()  # a free slot, but a stopping worker takes no new trial
                 trials = [study.ask() for _ in range(min(t.batch, free))]  # tuning.batch: several at once
                 for trial in trials:
                     for key, value in WORKER_ATTRS.items():  # host:pid, and the Slurm job when there is one
@@ -340,6 +340,7 @@ class StudyRunner:
                 running = self.counts(study, outcome)
             if not running:
                 return outcome
+            self.stop()  # nor does it wait for other workers' trials
             time.sleep(POLL_S)
 
     def open_trial(self, experiment_id: str, arm: Arm, study: optuna.Study, trial: optuna.Trial,
@@ -498,7 +499,6 @@ class StudyRunner:
         tags = {"study": self.spec.name, "arm": arm.name, "phase": "eval", "best_trial": str(best.number)}
         seeds = [EVAL_SEED_BASE + k for k in range(self.spec.eval.seeds)]
         while True:
-            self.stop()
             with self.lock.hold():
                 finished, claimed = {}, set()
                 for run in self.tracker.find_runs(experiment_id, tags):
@@ -512,6 +512,7 @@ class StudyRunner:
                         self.tracker.client.set_terminated(run.info.run_id, "FAILED")
                 free = [s for s in seeds if s not in finished and s not in claimed]
                 if free:
+                    self.stop()  # a stopping worker claims no new seed
                     # every free seed at once when they can train as one batched model; else one
                     configs = {s: arm.config(self.spec, dict(best.params), seed=s, evaluate_test=True) for s in seeds}
                     # judged on all of the arm's seeds: the last free one alone still records why
@@ -526,6 +527,7 @@ class StudyRunner:
                 if len(finished) == len(seeds):
                     outcome.eval_run_ids = [finished[s] for s in seeds]
                     return
+                self.stop()  # nor does it wait for other workers' seeds
                 time.sleep(POLL_S)  # other workers are still training their seeds
                 continue
             for config in configs:
