@@ -164,7 +164,7 @@ def test_a_stop_once_no_work_is_left_lets_the_worker_finish_the_study(tmp_path, 
     path = study_file(tmp_path, "stop", n_trials=1, epochs=1, seeds=2)
     spec = spec_mod.load(path)
     tracking, storage = f"sqlite:///{tmp_path}/mlflow.db", str(tmp_path / "optuna.journal")
-    execute, evals, stop_after = study_mod.execute, [], []
+    execute, fit_batched, evals, stop_after = study_mod.execute, study_mod.fit_batched, [], []
 
     def counting(config, reporter=None, *, context=None):
         result = execute(config, reporter, context=context)
@@ -175,7 +175,13 @@ def test_a_stop_once_no_work_is_left_lets_the_worker_finish_the_study(tmp_path, 
         if len(evals) in stop_after:
             raise Preempted("stopped before taking new work")
 
+    def counting_batched(configs, reporters):
+        results = fit_batched(configs, reporters)
+        evals.extend(config.optimizer for config in configs if config.evaluate_test)
+        return results
+
     monkeypatch.setattr(study_mod, "execute", counting)
+    monkeypatch.setattr(study_mod, "fit_batched", counting_batched)  # eval seeds train batched
     stop_after[:] = [2]  # after the first arm's eval seeds: the second arm's are left to do
     with pytest.raises(Preempted):
         StudyRunner(spec, tracking_uri=tracking, storage_url=storage, stop=stop).run()
