@@ -231,12 +231,11 @@ def _run_workers(args: argparse.Namespace, study_name: str, uri: str, started_ms
 def cmd_report(args: argparse.Namespace) -> int:
     from bench import spec as spec_mod
     from bench.studyfile import check_writable
-    from bench.tracking import tracking_uri
 
     spec = spec_mod.load(args.study)
     spec = spec.quick_variant() if args.quick else spec
     check_writable(Path(args.results_dir) / spec.name, f"--results-dir {args.results_dir}")
-    uri = tracking_uri(args.tracking_uri)
+    uri = stores.tracking_uri(args.tracking_uri)
     stores.check(args.storage, uri)
     return _report(spec, uri, args)
 
@@ -251,8 +250,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _report(spec: Any, uri: str, args: argparse.Namespace) -> int:
+    # Imports none of torch, Lightning or (unless there is something to write to a SQLite store)
+    # MLflow: a report takes seconds, and importing them alone took longer (bench.report.runs).
     from bench.report.collect import collect
-    from bench.report.publish import log_results
+    from bench.report.publish import attach_report, log_results
     from bench.report.render import summary_table, write_report
 
     result = collect(spec, tracking_uri=uri, storage_url=args.storage)
@@ -268,16 +269,6 @@ def _report(spec: Any, uri: str, args: argparse.Namespace) -> int:
     print(table[cols].to_string(index=False, float_format=lambda x: f"{x:.4g}"))
     print(f"report: {path}  (HTML: {path.with_suffix('.html')})")
     return 0
-
-
-def attach_report(result: Any, uri: str, out_dir: Path) -> None:
-    """The report files become artifacts `report/` of every arm's MLflow parent run."""
-    from bench.tracking import Tracker
-
-    client = Tracker(uri).client
-    for arm in result.arms:
-        if arm.parent_run_id:
-            client.log_artifacts(arm.parent_run_id, str(out_dir), artifact_path="report")
 
 
 def cmd_ui(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@
 2. Per-step overhead: `fit` (Lightning Trainer + the suite's callbacks) vs a plain PyTorch loop
    on the same tensors, model, optimizer and batch order; (t_fit - t_plain) / optimizer steps.
 3. Pruning trade-off (bench.perf_pruning, when present): epochs and best value per pruner.
+4. `bench report` wall time on the finished quickstart (bench.perf_report), fresh processes.
 
 Writes results/perf/perf.json and results/perf/perf.md.
 """
@@ -206,6 +207,10 @@ def main(out: Path, repeats: int = 5) -> int:
         report["batched_gpu"] = batched_costs(min(repeats, 3), workloads=("digits-images CNN", "sequences Transformer"),
                                               accelerator="cuda")
     report["batched"]["quickstart"] = quickstart_wall_times(Path(__file__).parents[1] / "studies" / "quickstart.toml")
+    from bench.perf_report import QUICKSTART, report_times
+
+    if QUICKSTART.is_file():  # a checkout (studies/ is not installed with the package)
+        report["report"] = report_times(QUICKSTART, min(repeats, 3))
     (out / "perf.json").write_text(json.dumps(report, indent=2, default=str))
     (out / "perf.md").write_text(render(report))
     print(render(report))
@@ -245,6 +250,10 @@ def render(r: dict) -> str:
     from bench.perf_batched import render as render_batched
 
     lines += [line for key in ("batched", "batched_gpu") if key in r for line in render_batched(r[key])]
+    if "report" in r:
+        from bench.perf_report import render as render_report
+
+        lines += render_report(r["report"])
     if "pruning" in r and isinstance(r["pruning"], dict):
         lines += ["", "## Pruning", "", "```", json.dumps(r["pruning"], indent=2, default=str), "```"]
     return "\n".join(lines) + "\n"

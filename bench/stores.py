@@ -29,6 +29,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 DEFAULT_STORAGE = "optuna.journal"  # Optuna's embedded default: a journal file in the working directory
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "http": 80, "https": 443}
 CONNECT_TIMEOUT_S = 5  # a store that does not accept a TCP connection in this time is unreachable
 # MLflow tracking-server requests (read by MLflow on each request; a user's own values win).
@@ -67,6 +68,11 @@ def normalize(url: str) -> str:
     if sep and scheme in ("postgresql", "postgres"):
         return f"postgresql+psycopg2://{rest}"
     return url
+
+
+def tracking_uri(explicit: str | None = None) -> str:
+    """--tracking-uri, else $MLFLOW_TRACKING_URI, else SQLite in the working directory."""
+    return normalize(explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI)
 
 
 def sqlite_file(url: str) -> Path | None:

@@ -37,10 +37,11 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from mlflow.utils.uri import append_to_uri_path
 from mlflow.utils.validation import _validate_batch_log_data, _validate_dataset_inputs
 
+from bench.stores import DEFAULT_TRACKING_URI as DEFAULT_TRACKING_URI  # re-exported
 from bench.stores import normalize, setup_lock, show_retries, sqlite_file
 from bench.stores import redact as redact  # re-exported: callers take it from here
+from bench.stores import tracking_uri as tracking_uri  # re-exported (bench.stores imports no MLflow)
 
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 INTERRUPTED = "interrupted"  # error tag of runs (fail_reason of trials) stopped by Ctrl-C or SIGTERM
 _BATCH = 500  # MLflow accepts at most 1000 metrics / 100 params / 100 tags per log_batch
 _PARAM_BATCH = 100
@@ -61,11 +62,6 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
-
-
-def tracking_uri(explicit: str | None = None) -> str:
-    """--tracking-uri, else $MLFLOW_TRACKING_URI, else SQLite in the working directory."""
-    return normalize(explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI)
 
 
 def artifact_root(uri: str) -> str | None:

@@ -423,3 +423,89 @@ def test_a_study_over_two_models_gets_a_performance_profile_and_rank_table(store
     # on every task where someone reaches the target, the fastest method has ratio 1
     reached = table.groupby("task")["target_wall_time_s"].min().map(math.isfinite).sum()
     assert sum(vals[0] for vals in profile.values()) * 2 >= reached
+
+
+# --- report speed: what it reads, what it imports, how it draws -------------------------------
+def test_the_importance_figure_of_the_recorded_values_is_fanovas(tmp_path, monkeypatch):
+    # A finished arm's importance figure is drawn from the values recorded with its study (no
+    # scikit-learn import, no 64 trees): pixel for pixel the figure fANOVA's recomputation gives.
+    from types import SimpleNamespace
+
+    from bench.report import figures
+    from bench.tuning.study import IMPORTANCE_EVALUATOR, param_importances
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(lambda t: -(math.log10(t.suggest_float("lr", 1e-4, 1.0, log=True)) + 1) ** 2
+                   + 0.1 * t.suggest_float("momentum", 0.0, 0.99), n_trials=12)
+    importances, _ = param_importances(study)
+    study.set_user_attr("param_importances", importances)
+    study.set_user_attr("importance_evaluator", IMPORTANCE_EVALUATOR)
+    arm = SimpleNamespace(arm=SimpleNamespace(name="sgd"), study=study, importances=importances,
+                          trials_complete=12, trials_pruned=0)
+    recomputed, note = figures.draw((figures.optuna_figure, (arm, "importances", tmp_path / "fanova", 13)))
+    assert note == "" and recomputed.exists()  # 13 trials asked for: tuning not finished, fANOVA runs
+
+    def no_fanova(_study):
+        raise AssertionError("fANOVA recomputed for a finished arm")
+
+    monkeypatch.setattr(figures, "_evaluator", no_fanova)
+    recorded, note = figures.draw((figures.optuna_figure, (arm, "importances", tmp_path / "recorded", 12)))
+    assert note == "" and recorded.read_bytes() == recomputed.read_bytes()
+
+
+def _rows(runs):
+    """Runs as comparable values (NaN metrics as text: NaN != NaN)."""
+    return [(r.run_id, r.status, r.start_time, r.artifact_uri, sorted(r.tags.items()), sorted(r.params.items()),
+             sorted((k, repr(v)) for k, v in r.metrics.items())) for r in runs]
+
+
+@pytest.mark.slow
+def test_the_reports_sqlite_reads_equal_mlflow_clients(quick_study):
+    from bench.report.collect import CURVE_KEYS
+    from bench.report.runs import ClientRuns, SqliteRuns, open_runs
+    from bench.stores import sqlite_file
+
+    fast, client = open_runs(quick_study.tracking_uri), ClientRuns(quick_study.tracking_uri)
+    assert isinstance(fast, SqliteRuns) and fast.path == sqlite_file(quick_study.tracking_uri)
+    assert fast.experiment("quickstart-quick") == client.experiment("quickstart-quick")
+    assert fast.experiment("no-such-study") is None is client.experiment("no-such-study")
+    exp_id, _ = fast.experiment("quickstart-quick")
+    runs = fast.runs(exp_id)
+    assert _rows(runs) == _rows(client.runs(exp_id)) and len(runs) > 12
+    ids, keys = [r.run_id for r in runs if r.tags.get("phase") == "eval"], ["val/acc", *CURVE_KEYS]
+    assert fast.histories(ids, keys) == client.histories(ids, keys) and len(fast.histories(ids, keys)) > 20
+    fast.close()
+    missing = open_runs(f"sqlite:///{quick_study.root}/none.db")  # read-only: no empty store is created
+    assert missing.experiment("quickstart-quick") is None and not (quick_study.root / "none.db").exists()
+
+
+HEAVY = ("torch", "lightning", "pytorch_lightning", "mlflow", "sklearn", "sqlalchemy")
+
+
+@pytest.mark.slow
+def test_a_report_process_imports_no_training_stack_and_draws_the_same_files(quick_study, tmp_path):
+    # `bench report` in its own process (figures drawn in forked workers) on stores the report has
+    # already published to: none of torch, Lightning, MLflow, scikit-learn or SQLAlchemy is imported,
+    # and it writes the files the in-process report (figures drawn in turn) wrote, byte for byte
+    # but for the time stamp.
+    import subprocess
+    import sys
+
+    before = quick_study.results / "quickstart-quick"
+    flags = [*quick_study.flags()[:4], "--results-dir", str(tmp_path)]
+    code = ("import json, sys; from bench.cli import main; code = main(sys.argv[1:]); "
+            f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules])); sys.exit(code)")
+    proc = subprocess.run([sys.executable, "-c", code, "report", str(STUDIES / "quickstart.toml"), "--quick", *flags],
+                          capture_output=True, text=True, check=True)
+    assert json.loads(proc.stdout.splitlines()[-1]) == []
+    after = tmp_path / "quickstart-quick"
+    files = sorted(p.relative_to(before).as_posix() for p in before.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(after).as_posix() for p in after.rglob("*") if p.is_file())
+    assert sum(f.endswith(".png") for f in files) >= 10
+    for name in files:
+        old, new = (before / name).read_bytes(), (after / name).read_bytes()
+        if name.startswith("report."):  # the provenance footer says when it was generated
+            old, new = (re.sub(rb"generated: [^<\n]* UTC", b"", text) for text in (old, new))
+        assert old == new, name
+

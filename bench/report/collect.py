@@ -1,5 +1,8 @@
 """Gather a study's results from the stores alone (MLflow + Optuna), never from process memory,
-so `bench report` works after a crash or on another machine."""
+so `bench report` works after a crash or on another machine.
+
+Imports neither torch nor Lightning (nor, on a SQLite tracking store, MLflow: see runs.py): on a
+2-core machine they cost more start-up time than the whole report takes."""
 
 from __future__ import annotations
 
@@ -10,10 +13,9 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
+from bench.report.runs import ClientRuns, Run, SqliteRuns, open_runs
 from bench.spec import Arm, StudySpec, arms, direction_of
-from bench.tracking import Tracker
-from bench.tuning.storage import open_storage
-from bench.tuning.study import optuna_study_name
+from bench.tuning.storage import open_storage, optuna_study_name
 
 # x-axes of the curves per evaluation point (`epoch` is fractional within an epoch; runs recorded
 # before budgets were values lack it and `train_time_s`), and the applied lr
@@ -31,6 +33,7 @@ class ArmResult:
     best_val: float | None = None
     best_params: dict = field(default_factory=dict)
     parent_run_id: str = ""
+    parent_artifact_uri: str = ""  # where `bench report` attaches the report files
     eval_run_ids: list[str] = field(default_factory=list)
     test_values: list[float] = field(default_factory=list)  # one per eval seed that finished
     test_seeds: list[int] = field(default_factory=list)  # the seed of each test value (pairs arms)
@@ -64,14 +67,22 @@ class StudyResult:
 
 
 def collect(spec: StudySpec, *, tracking_uri: str, storage_url: str | None) -> StudyResult:
-    tracker = Tracker(tracking_uri)
-    storage = open_storage(storage_url)
+    store = open_runs(tracking_uri)
+    try:
+        return _collect(spec, store, open_storage(storage_url), tracking_uri)
+    finally:
+        store.close()
+
+
+def _collect(spec: StudySpec, store: SqliteRuns | ClientRuns, storage: optuna.storages.BaseStorage,
+             tracking_uri: str) -> StudyResult:
     objective = spec.objective_metric()
     direction = direction_of(objective)
     test_metric = "test/" + objective.split("/", 1)[1]
-    experiment_id = tracker.experiment_id(spec.name, create=False)
-    if experiment_id is None:
+    experiment = store.experiment(spec.name)
+    if experiment is None:
         raise LookupError(f"no MLflow experiment '{spec.name}' at {tracking_uri}: run the study first")
+    runs: list[Run] = store.runs(experiment[0])  # one read for every arm: parents, eval seeds, their tags
     results, provenance = [], {}
     for arm in arms(spec):
         res = ArmResult(arm)
@@ -98,35 +109,35 @@ def collect(spec: StudySpec, *, tracking_uri: str, storage_url: str | None) -> S
         if res.trials_complete:
             res.best_trial, res.best_val = study.best_trial.number, study.best_value
             res.best_params = dict(study.best_trial.params)
-        parents = tracker.find_runs(experiment_id, {"study": spec.name, "phase": "arm", "arm": arm.name})
-        res.parent_run_id = parents[0].info.run_id if parents else ""
-        res.parent_tags = dict(parents[0].data.tags) if parents else {}
+        parents = [r for r in runs if r.has_tags({"study": spec.name, "phase": "arm", "arm": arm.name})]
+        res.parent_run_id = parents[0].run_id if parents else ""
+        res.parent_artifact_uri = parents[0].artifact_uri if parents else ""
+        res.parent_tags = dict(parents[0].tags) if parents else {}
         for key in ("study_file", "study_file_sha256"):
             if res.parent_tags.get(key):
                 provenance.setdefault(key, res.parent_tags[key])
         if res.best_trial is None:
             results.append(res)
             continue
-        evals = tracker.find_runs(experiment_id, {"study": spec.name, "arm": arm.name, "phase": "eval",
-                                                  "best_trial": str(res.best_trial)}, status="FINISHED")
-        evals.sort(key=lambda r: int(r.data.tags["seed"]))
-        res.eval_run_ids = [r.info.run_id for r in evals]
+        evals = [r for r in runs if r.status == "FINISHED" and r.has_tags(
+            {"study": spec.name, "arm": arm.name, "phase": "eval", "best_trial": str(res.best_trial)})]
+        evals.sort(key=lambda r: int(r.tags["seed"]))
+        res.eval_run_ids = [r.run_id for r in evals]
         per_seed: dict[str, list] = {"epochs": [], "steps": [], "samples": [], "train_time_s": [], "wall_time_s": []}
         curves: dict[str, list[list[float]]] = {objective: [], **{k: [] for k in CURVE_KEYS}}
-        for run in evals:
-            if run.data.tags.get("status") == "diverged" or test_metric not in run.data.metrics:
-                res.diverged_evals += 1
-                continue
-            res.test_values.append(run.data.metrics[test_metric])
-            res.test_seeds.append(int(run.data.tags["seed"]))
+        scored = [r for r in evals if r.tags.get("status") != "diverged" and test_metric in r.metrics]
+        res.diverged_evals = len(evals) - len(scored)
+        histories = store.histories([r.run_id for r in scored], list(curves))  # one query for the arm
+        for run in scored:
+            res.test_values.append(run.metrics[test_metric])
+            res.test_seeds.append(int(run.tags["seed"]))
             for key in ("epochs", "steps", "samples", "train_time_s"):
-                per_seed[key].append(float(run.data.tags.get(f"{key}_run" if key == "epochs" else key, "nan")))
-            per_seed["wall_time_s"].append(run.data.metrics.get("wall_time_s", float("nan")))
+                per_seed[key].append(float(run.tags.get(f"{key}_run" if key == "epochs" else key, "nan")))
+            per_seed["wall_time_s"].append(run.metrics.get("wall_time_s", float("nan")))
             for key in curves:
-                history = sorted(tracker.client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)
-                if history:
-                    curves[key].append([m.value for m in history])
-            provenance.update({k: v for k, v in run.data.tags.items()
+                if history := histories.get((run.run_id, key)):
+                    curves[key].append(history)
+            provenance.update({k: v for k, v in run.tags.items()
                                if k.startswith(("version.", "git_", "python", "host", "device"))})
         for key, values in per_seed.items():
             setattr(res, key, float(np.mean(values)) if values else float("nan"))

@@ -10,22 +10,30 @@ views as experiment tags `mlflow.sharedViewState.<key>`), opened with
 `#/experiments/<id>/runs?viewStateShareKey=ranking`. Idempotent: `bench report` may run any number of times, during or
 after a study. A metric is written only when its value changed (a rerun adds no rows); params
 are immutable in MLflow, so `best.*` are written once the arm's tuning is finished and never
-changed. Cost: one read and at most one batch write per arm.
+changed. Cost: one read of the experiment's runs (runs.py: plain SQL on a SQLite store) and at
+most one batch write per arm; MLflow's client (~4 s to import) is imported only when something is
+to be written, which a rerun on unchanged stores does not need.
+
+The report files become artifacts `report/` of each parent run (`attach_report`).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
 import sys
 import time
-from typing import Any
-
-import pandas as pd
-from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
+import urllib.request
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from bench.report.collect import ArmResult, StudyResult
+from bench.report.runs import open_runs
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PREFIX = "result/"
 RANKING_VIEW = "ranking"
@@ -51,6 +59,8 @@ def metric_names(test_metric: str, objective: str) -> dict[str, str]:
 def result_metrics(row: dict[str, Any], test_metric: str, objective: str) -> dict[str, float]:
     """The finite values of one summary row as `result/*` metrics. Missing values (no eval seed,
     a single seed's interval, a target not reached: inf) are left out."""
+    import pandas as pd  # imported by the table already; not at start-up (see render.write_report)
+
     out = {}
     for column, name in metric_names(test_metric, objective).items():
         value = row.get(column)
@@ -82,37 +92,76 @@ def tuning_finished(arm: ArmResult, n_trials: int) -> bool:
 
 def log_results(result: StudyResult, table: pd.DataFrame, tracking_uri: str) -> None:
     """Write each arm's row of `table` (summary_table) to its parent run."""
-    client = MlflowClient(tracking_uri)
-    experiment = client.get_experiment_by_name(result.spec.name)
+    store = open_runs(tracking_uri)
+    try:
+        experiment_id, experiment_tags = store.experiment(result.spec.name)
+        current = {r.run_id: r for r in store.runs(experiment_id)}  # the parent runs as they are now
+    finally:
+        store.close()
     view = json.dumps(ranking_view(result), sort_keys=True)
-    if experiment.tags.get(VIEW_TAG + RANKING_VIEW) != view:
-        client.set_experiment_tag(experiment.experiment_id, VIEW_TAG + RANKING_VIEW, view)
     arms = {a.arm.name: a for a in result.arms}
     now = int(time.time() * 1000)
+    batches = {}  # run id -> (metrics, params, tags) it lacks
     for row in table.to_dict("records"):
         arm = arms[row["arm"]]
-        if not arm.parent_run_id:
+        run = current.get(arm.parent_run_id)
+        if run is None:
             continue
-        run = client.get_run(arm.parent_run_id)
         wanted = result_metrics(row, result.test_metric, result.objective)
-        logged = {k: v for k, v in run.data.metrics.items() if k.startswith(PREFIX)}
+        logged = {k: v for k, v in run.metrics.items() if k.startswith(PREFIX)}
         # a value an earlier report had and this one has not (e.g. a target no longer reached):
         # MLflow cannot delete a metric, NaN marks it as void
         wanted |= {k: math.nan for k in logged if k not in wanted and not math.isnan(logged[k])}
-        metrics = [Metric(k, v, now, 0) for k, v in wanted.items() if not _same(logged.get(k), v)]
+        metrics = {k: v for k, v in wanted.items() if not _same(logged.get(k), v)}
         # an arm that never reached the target has no result/target_* metrics: this tag says why
         tags = {"target_reached": str(math.isfinite(row["target_epochs"])).lower()}
         params = {**arm.arm.identity()}
         if tuning_finished(arm, result.spec.tuning.n_trials) and arm.best_trial is not None:
             params |= {"best_trial": arm.best_trial, **{f"best.{k}": v for k, v in arm.best_params.items()}}
         params = {k: str(v) for k, v in params.items()}
-        if clash := {k for k, v in params.items() if run.data.params.get(k, v) != v}:
-            print(f"bench report: {arm.arm.name}: parent run {run.info.run_id} has other values for "
+        if clash := {k for k, v in params.items() if run.params.get(k, v) != v}:
+            print(f"bench report: {arm.arm.name}: parent run {run.run_id} has other values for "
                   f"{sorted(clash)} (MLflow params cannot change); kept them", file=sys.stderr)
-        new_params = [Param(k, v) for k, v in params.items() if k not in run.data.params]
-        new_tags = [RunTag(k, v) for k, v in tags.items() if run.data.tags.get(k) != v]
+        new_params = {k: v for k, v in params.items() if k not in run.params}
+        new_tags = {k: v for k, v in tags.items() if run.tags.get(k) != v}
         if metrics or new_params or new_tags:
-            client.log_batch(run.info.run_id, metrics=metrics, params=new_params, tags=new_tags)
+            batches[run.run_id] = (metrics, new_params, new_tags)
+    new_view = experiment_tags.get(VIEW_TAG + RANKING_VIEW) != view
+    if not (batches or new_view):
+        return  # the runs already say all of it
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param, RunTag
+
+    client = MlflowClient(tracking_uri)
+    if new_view:
+        client.set_experiment_tag(experiment_id, VIEW_TAG + RANKING_VIEW, view)
+    for run_id, (metrics, params, tags) in batches.items():
+        client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
+                         params=[Param(k, v) for k, v in params.items()],
+                         tags=[RunTag(k, v) for k, v in tags.items()])
+
+
+def attach_report(result: StudyResult, tracking_uri: str, out_dir: Path) -> None:
+    """The report files become artifacts `report/` of every arm's MLflow parent run. A local
+    artifact store (a `file:` URI or a path: a SQLite store's mlartifacts/) is a folder, and the
+    files are copied into it as MLflow's LocalArtifactRepository copies them; any other artifact
+    store is written through MlflowClient."""
+    remote = []
+    for arm in result.arms:
+        if not arm.parent_run_id:
+            continue
+        uri = arm.parent_artifact_uri
+        if uri and urlsplit(uri).scheme in ("", "file"):
+            local = urllib.request.url2pathname(urlsplit(uri).path if uri.startswith("file:") else uri)
+            shutil.copytree(out_dir, Path(local) / "report", dirs_exist_ok=True)
+        else:
+            remote.append(arm.parent_run_id)
+    if remote:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri)
+        for run_id in remote:
+            client.log_artifacts(run_id, str(out_dir), artifact_path="report")
 
 
 def _same(old: float | None, new: float) -> bool:

@@ -14,18 +14,23 @@ import html
 import math
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from bench.report import figures as figs
 from bench.report.collect import StudyResult, params_json
 from bench.report.stats import ALPHA, mean_ci
-from bench.report.tables import PROFILE_TAUS, Analysis, analyse, final_validation, pairwise_frame
+from bench.report.tables import PROFILE_TAUS, Analysis, analyse, final_validation, pairwise_frame, task_targets
+
+if TYPE_CHECKING:  # pandas (~0.5 s) is imported while the figures are drawn (write_report)
+    import pandas as pd
 
 
 def summary_table(result: StudyResult, analysis: Analysis | None = None) -> pd.DataFrame:
     """One row per arm (all tasks), best test mean first; the numbers of every report table."""
+    import pandas as pd
+
     analysis = analysis or analyse(result)
     rows = []
     for a in result.arms:
@@ -511,27 +516,47 @@ def write_report(result: StudyResult, out_dir: Path) -> Path:
     fig_dir = out_dir / "figures"
     for stale in fig_dir.rglob("*.png") if fig_dir.exists() else []:
         stale.unlink()  # figures of arms or tasks that no longer exist must not linger
-    analysis = analyse(result)
-    table = summary_table(result, analysis)
-    table.to_csv(out_dir / "summary.csv", index=False)
-    pairwise_frame(analysis, result.test_metric).to_csv(out_dir / "pairwise.csv", index=False)
-    targets = {task: t.value for task, t in analysis.targets.items()}
-    figures: dict = {
-        "learning_curves": figs.learning_curves(result, fig_dir / "learning_curves.png", targets),
-        "lr_curves": figs.lr_curves(result, fig_dir / "lr_curves.png"),
-        "tuning_curves": figs.tuning_curves(result, fig_dir / "tuning_curves.png"),
-        "lr_sensitivity": figs.lr_sensitivity(result, fig_dir / "lr_sensitivity.png"),
-        "heatmaps": {a.arm.name: path for a in result.arms
-                     if (path := figs.heatmap(a, result, fig_dir / f"heatmap-{figs._safe(a.arm.name)}.png"))},
-        "optuna": {}, "optuna_notes": [],
+    # Every figure is a job keyed by where it goes in `figures`; they are drawn in other processes
+    # while this one computes the tables (figs.start), the bulk of the report's time either way.
+    targets = {task: t.value for task, t in task_targets(result).items()}
+    n_trials = result.spec.tuning.n_trials
+    jobs: dict[tuple[str, ...], figs.Job] = {
+        ("learning_curves",): (figs.learning_curves, (result, fig_dir / "learning_curves.png", targets)),
+        ("lr_curves",): (figs.lr_curves, (result, fig_dir / "lr_curves.png")),
+        ("tuning_curves",): (figs.tuning_curves, (result, fig_dir / "tuning_curves.png")),
+        ("lr_sensitivity",): (figs.lr_sensitivity, (result, fig_dir / "lr_sensitivity.png")),
+        **{("heatmaps", a.arm.name): (figs.heatmap, (a, result, fig_dir / f"heatmap-{figs._safe(a.arm.name)}.png"))
+           for a in result.arms},
     }
+    notes: dict[str, list[str]] = {}
     for a in result.arms:
-        paths, notes = figs.optuna_figures(a, fig_dir / "optuna")
-        figures["optuna"][a.arm.name] = paths
-        figures["optuna_notes"] += notes
-    if len(analysis.tasks) > 1:
-        figures["performance_profile"] = figs.performance_profile(
-            analysis.profile, PROFILE_TAUS, len(analysis.tasks), fig_dir / "performance_profile.png")
+        kinds, notes[a.arm.name] = figs.optuna_kinds(a)
+        jobs |= {("optuna", a.arm.name, k): (figs.optuna_figure, (a, k, fig_dir / "optuna", n_trials)) for k in kinds}
+    wait = figs.start(list(jobs.values()))
+    try:
+        analysis = analyse(result)
+        table = summary_table(result, analysis)
+        table.to_csv(out_dir / "summary.csv", index=False)
+        pairwise_frame(analysis, result.test_metric).to_csv(out_dir / "pairwise.csv", index=False)
+    finally:
+        drawn = dict(zip(jobs, wait()))
+    figures: dict = {"heatmaps": {}, "optuna": {a.arm.name: {} for a in result.arms}}
+    for key, value in drawn.items():
+        if key[0] == "heatmaps":
+            if value:
+                figures["heatmaps"][key[1]] = value
+        elif key[0] == "optuna":
+            (path, note), (_, arm, kind) = value, key
+            if path:
+                figures["optuna"][arm][kind] = path
+            if note:
+                notes[arm].append(note)
+        else:
+            figures[key[0]] = value
+    figures["optuna_notes"] = [note for arm_notes in notes.values() for note in arm_notes]
+    if len(analysis.tasks) > 1:  # from the analysis: drawn here, after it
+        figures["performance_profile"] = figs.draw((figs.performance_profile, (
+            analysis.profile, PROFILE_TAUS, len(analysis.tasks), fig_dir / "performance_profile.png")))
     md = markdown(result, table, analysis, figures, out_dir)
     path = out_dir / "report.md"
     path.write_text(md)

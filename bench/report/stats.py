@@ -19,11 +19,19 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from scipy import stats
 
 ALPHA = 0.05
+
+
+def _scipy() -> Any:
+    """scipy.stats, imported when first needed: ~1.3 s of CPU, which `bench report` spends while
+    its figures are drawn in other processes (see render.write_report)."""
+    from scipy import stats
+
+    return stats
 
 
 def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
@@ -34,7 +42,7 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, f
     mean = float(x.mean())
     if len(x) < 2:
         return mean, math.nan, math.nan
-    half = float(stats.t.ppf(0.5 + confidence / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+    half = float(_scipy().t.ppf(0.5 + confidence / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
     return mean, mean - half, mean + half
 
 
@@ -81,12 +89,12 @@ def _test(a: tuple[list[int], list[float]], b: tuple[list[int], list[float]], pa
         d = ya - yb
         if np.all(d == d[0]):  # zero variance of the differences: t undefined
             return "paired t", math.nan, (1.0 if d[0] == 0 else 0.0)
-        res = stats.ttest_rel(ya, yb)
+        res = _scipy().ttest_rel(ya, yb)
         return "paired t", float(res.statistic), float(res.pvalue)
     xa_, xb_ = np.asarray(xa, dtype=float), np.asarray(xb, dtype=float)
     if xa_.std() == 0 and xb_.std() == 0:
         return "Welch t", math.nan, (1.0 if xa_[0] == xb_[0] else 0.0)
-    res = stats.ttest_ind(xa_, xb_, equal_var=False)
+    res = _scipy().ttest_ind(xa_, xb_, equal_var=False)
     return "Welch t", float(res.statistic), float(res.pvalue)
 
 
@@ -166,5 +174,5 @@ def ranks(values: dict[str, float], direction: str) -> dict[str, float]:
     key = np.array([values[n] if math.isfinite(values[n]) else (-math.inf if direction == "maximize" else math.inf)
                     for n in names])
     order = -key if direction == "maximize" else key
-    r = stats.rankdata(order, method="average")
+    r = _scipy().rankdata(order, method="average")
     return {n: float(x) for n, x in zip(names, r)}

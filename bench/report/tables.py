@@ -6,12 +6,15 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from bench.report import stats
 from bench.report.collect import ArmResult, StudyResult
+
+if TYPE_CHECKING:  # pandas is imported where a frame is made (see render.write_report)
+    import pandas as pd
 
 COST_AXES = ("steps", "samples", "train_time_s", "wall_time_s")  # besides epochs
 PROFILE_TAUS = tuple(float(t) for t in np.round(np.logspace(0, np.log10(8), 61), 4))  # 1 .. 8
@@ -63,9 +66,8 @@ def analyse(result: StudyResult) -> Analysis:
     for a in result.arms:
         tasks.setdefault(a.task, []).append(a)
     tasks = {t: _ranked(arms, direction) for t, arms in tasks.items()}
-    targets, to_target, comparisons = {}, {}, {}
+    targets, to_target, comparisons = task_targets(result), {}, {}
     for task, arms in tasks.items():
-        targets[task] = task_target(result, arms)
         for a in arms:
             if objective in a.curves:
                 axes = {k: a.curves[k].mean(0) for k in ("epoch", *COST_AXES) if k in a.curves}
@@ -85,11 +87,21 @@ def analyse(result: StudyResult) -> Analysis:
         for task, arms in tasks.items():
             means = {methods[a.arm.name]: float(np.mean(a.test_values)) if a.test_values else math.nan for a in arms}
             cols[task] = stats.ranks(means, direction)
+        import pandas as pd
+
         table = pd.DataFrame(cols)
         table.index.name = "method"
         table["mean rank"] = table.mean(axis=1, skipna=True)
         out.rank_table = table.sort_values("mean rank")
     return out
+
+
+def task_targets(result: StudyResult) -> dict[str, Target]:
+    """Each task's target, without the rest of the analysis (the learning-curve figure draws it)."""
+    tasks: dict[str, list[ArmResult]] = {}
+    for a in result.arms:
+        tasks.setdefault(a.task, []).append(a)
+    return {task: task_target(result, arms) for task, arms in tasks.items()}
 
 
 def task_target(result: StudyResult, arms: list[ArmResult]) -> Target:
@@ -126,6 +138,8 @@ def _ordinal(k: int) -> str:
 
 
 def pairwise_frame(analysis: Analysis, test_metric: str) -> pd.DataFrame:
+    import pandas as pd
+
     rows = []
     for task, comps in analysis.comparisons.items():
         for c in comps:

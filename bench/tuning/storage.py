@@ -11,17 +11,25 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
-import sqlalchemy
 from optuna.storages.journal import JournalFileBackend
 
 from bench.stores import DEFAULT_STORAGE as DEFAULT_STORAGE  # re-exported
 from bench.stores import StoreError, describe_error, normalize, redact, setup_lock, sqlite_file
 
+if TYPE_CHECKING:
+    from bench.spec import Arm, StudySpec
+
 HEARTBEAT_INTERVAL_S = 10
 GRACE_PERIOD_S = 60  # a RUNNING trial without a heartbeat for this long belongs to a dead worker
 RDB_SCHEMES = ("sqlite", "postgresql", "mysql")
+
+
+def optuna_study_name(spec: StudySpec, arm: Arm) -> str:
+    """The Optuna study of one arm."""
+    return f"{spec.name}/{arm.name}"
 
 
 def is_rdb(url: str) -> bool:
@@ -31,6 +39,8 @@ def is_rdb(url: str) -> bool:
 def open_storage(url: str | None) -> optuna.storages.BaseStorage:
     url = normalize(url or DEFAULT_STORAGE)
     if is_rdb(url):
+        import sqlalchemy  # not for a journal file (the default): `bench report` reads it without
+
         engine_kwargs: dict = {"pool_pre_ping": True}
         if url.startswith("postgresql"):
             engine_kwargs["connect_args"] = {"connect_timeout": 10}  # an unroutable host: seconds, not minutes

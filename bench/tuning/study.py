@@ -36,6 +36,7 @@ from bench.tuning.executor import execute
 from bench.tuning.seeding import PerTrialSeeds
 from bench.tuning.space import sample
 from bench.tuning.storage import open_storage
+from bench.tuning.storage import optuna_study_name as optuna_study_name  # re-exported
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # With RDB heartbeats (SQLite, PostgreSQL) Optuna warns that ask/tell "is supposed to" use
@@ -53,10 +54,6 @@ EVAL_SEED_BASE = 1000  # eval seeds differ from the tuning seed: no selection on
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 SPLITS = ("train", "val", "test")  # tuning runs use the first two; eval runs and arms all three
 PREEMPTED = "preempted"  # fail_reason / error of a run stopped by a Slurm worker's signal (bench.launch.preempt)
-
-
-def optuna_study_name(spec: StudySpec, arm: Arm) -> str:
-    return f"{spec.name}/{arm.name}"
 
 
 @dataclass
