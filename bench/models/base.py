@@ -102,13 +102,35 @@ class BenchModule(pl.LightningModule):
         else:
             self.manual_backward(loss)  # precision scaling, DDP gradient sync
         if (batch_idx + 1) % self._accumulate == 0 or batch_idx + 1 == self.trainer.num_training_batches:
-            self._optimizer.step()  # through Lightning: precision, strategy, global_step
+            self._optimizer_step()
             # The wrapped optimizer's own zero_grad: Lightning's wrapper subclasses the optimizer
             # class, so its zero_grad would fetch every attribute through __getattr__.
             self._optimizer.optimizer.zero_grad(set_to_none=True)
             if self._scheduler is not None:
                 self._scheduler.step()  # Lightning steps no scheduler under manual optimization
         return None
+
+    def _optimizer_step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """The step of the module's optimizer: through Lightning (precision, strategy, global_step),
+        or, in one process at full precision with no callbacks, what that chain (LightningOptimizer ->
+        Strategy -> Precision, ~30 us a digits step) comes down to there: the raw optimizer's step with
+        a closure that runs `closure` (if any), then the on_before_optimizer_step hook (gradient
+        clipping), and the step counted where Lightning counts it (`trainer.global_step`, which steps
+        budgets, the `steps` metric and schedule progress read)."""
+        progress = self._step_progress
+        if progress is None:
+            return self._optimizer.step(closure=closure)
+        optimizer = self._optimizer.optimizer
+
+        def hooked() -> Any:
+            loss = closure() if closure is not None else None
+            self.on_before_optimizer_step(optimizer)
+            return loss
+
+        progress.increment_ready()
+        loss = optimizer.step(closure=hooked)
+        progress.increment_completed()
+        return loss
 
     def optimize_in_training_step(self, closure_chunk: int | None = None) -> None:
         """Let the base training_step run the optimizer and scheduler itself (Lightning manual
@@ -154,7 +176,7 @@ class BenchModule(pl.LightningModule):
                 total = self.trainer.strategy.reduce(total * weight, reduce_op="mean")
             return total
 
-        self._optimizer.step(closure=closure)  # through Lightning: precision, strategy, global_step
+        self._optimizer_step(closure)
         if self._scheduler is not None:
             self._scheduler.step()
         return None
@@ -176,10 +198,11 @@ class BenchModule(pl.LightningModule):
             # One process, full precision, no callback or backward hook: Lightning's backward would
             # only dispatch empty hooks around loss.backward() (~20 us a step).
             trainer, hooks = self.trainer, ("backward", "on_before_backward", "on_after_backward")
-            self._direct_backward = (
-                type(trainer.strategy) is SingleDeviceStrategy and type(trainer.precision_plugin) is Precision
-                and not trainer.callbacks and not any(is_overridden(hook, self) for hook in hooks)
-            )
+            plain = (type(trainer.strategy) is SingleDeviceStrategy and type(trainer.precision_plugin) is Precision
+                     and not trainer.callbacks)
+            self._direct_backward = plain and not any(is_overridden(hook, self) for hook in hooks)
+            # ... and the optimizer step need not go through Lightning's wrappers (_optimizer_step)
+            self._step_progress = trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress if plain else None
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Lightning clips only under automatic optimization. Here, as there, gradients are already
