@@ -5,7 +5,7 @@
    writer thread, which is drained inside the timed block) ÷ the same `fit` with no tracking.
    Blocks of consecutive trials alternate (A B A B ...) so drift hits both sides; medians.
 2. Per-step overhead: `fit` (Lightning Trainer + the suite's callbacks) vs a plain PyTorch loop
-   on the same tensors, model, optimizer and batch order; (t_fit - t_plain) / optimizer steps.
+   on the same tensors, model, optimizer and batch order; t_fit / t_plain (target ≤ 1.15).
 3. Pruning trade-off (bench.perf_pruning, when present): epochs and best value per pruner.
 4. `bench report` wall time on the finished quickstart (bench.perf_report), fresh processes.
 
@@ -31,7 +31,7 @@ from bench.tracking import WRITER, provenance
 from bench.train import fit, seed_everything
 
 TARGET_LOGGING_RATIO = 1.05
-TARGET_STEP_OVERHEAD_MS = 0.2
+TARGET_STEP_RATIO = 1.15  # fit ÷ plain loop per step: a ratio, since machines differ in absolute speed
 TRIALS_PER_BLOCK = 4  # consecutive trials per timed block, as a study runs them
 
 
@@ -116,9 +116,10 @@ def step_overhead(repeats: int) -> dict:
         assert result.steps == steps, (result.steps, steps)
     t_fit, t_plain = statistics.median(fits), statistics.median(plains)
     overhead_ms = (t_fit - t_plain) / steps * 1e3
-    return {"steps": steps, "fit_s": t_fit, "plain_s": t_plain, "fit_ms_per_step": t_fit / steps * 1e3,
+    ratio = t_fit / t_plain
+    return {"steps": steps, "fit_s": t_fit, "plain_s": t_plain, "ratio": ratio, "fit_ms_per_step": t_fit / steps * 1e3,
             "plain_ms_per_step": t_plain / steps * 1e3, "overhead_ms_per_step": overhead_ms,
-            "target_ms": TARGET_STEP_OVERHEAD_MS, "met": overhead_ms <= TARGET_STEP_OVERHEAD_MS,
+            "target_ratio": TARGET_STEP_RATIO, "met": ratio <= TARGET_STEP_RATIO,
             "repeats": repeats, "threads": torch.get_num_threads()}
 
 
@@ -227,8 +228,8 @@ def render(r: dict) -> str:
         f"{m['ratio']:.3f} ({m['trial_s_with_mlflow']:.3f} s / {m['trial_s_without']:.3f} s) | "
         f"≤ {m['target']} ({ok(m['met'])}) |",
         f"| per-step overhead of fit over a plain PyTorch loop ({s['steps']} steps) | "
-        f"{s['overhead_ms_per_step']:.3f} ms ({s['fit_ms_per_step']:.3f} vs {s['plain_ms_per_step']:.3f} ms/step) | "
-        f"≤ {s['target_ms']} ms ({ok(s['met'])}) |",
+        f"fit ÷ plain {s['ratio']:.3f} ({s['fit_ms_per_step']:.3f} vs {s['plain_ms_per_step']:.3f} ms/step; "
+        f"{s['overhead_ms_per_step']:.3f} ms) | ≤ {s['target_ratio']} ({ok(s['met'])}) |",
     ]
     if "workers" in r:
         w = r["workers"]
