@@ -42,6 +42,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
+from bench import interrupt
 from bench.data import load_dataset
 from bench.optim import regularization, torch_optimizers
 from bench.registry import OptimizerInfo
@@ -278,6 +279,7 @@ def _train(run: _BatchRun, batches: _MemberBatches, member_losses, scheduler, co
             (total * scale if scale != 1.0 else total).backward()
             if (i + 1) % batches.accumulate and i + 1 < len(chunks):
                 continue
+            interrupt.check()  # a signal whose KeyboardInterrupt was lost on its way stops here
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             counter["steps"] += 1  # before the scheduler, which reads it as fit's global_step

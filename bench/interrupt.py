@@ -7,11 +7,17 @@ signals are ignored so that this clean-up, a few store writes, is never cut shor
 
 - `deferred()` holds an interrupt back during a short store update that must not be cut in half
   (a trial asked for but not yet marked as ours) and raises it when the update is done.
+- `check()` raises KeyboardInterrupt again once a signal came: training calls it at every optimizer
+  step and the study wherever it takes work. A KeyboardInterrupt can be lost on its way: raised
+  inside a `__del__` that garbage collection ran (Python prints "Exception ignored" and goes on),
+  or replaced by an error that a library's clean-up raised while it passed (a `finally` that
+  fails). Then `stopping()` is true and the error is an interrupt all the same (bench.tuning.study).
 - `forwarding(procs)` is the launcher's side of `bench run --workers`: the workers run in their
   own process group, so a signal reaches each of them exactly once, passed on by the launcher,
   whether it was sent to the launcher's pid or to the terminal's process group.
 
-Cost: nothing until a signal arrives; installing the handlers imports nothing heavy.
+Cost: nothing until a signal arrives (`check()` reads two attributes); installing the handlers
+imports nothing heavy.
 """
 
 from __future__ import annotations
@@ -20,9 +26,11 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -32,6 +40,7 @@ class _State:
     at: float = 0.0  # time.monotonic() of that signal
     depth: int = 0  # nesting of deferred() blocks in the main thread
     pending: bool = False  # a signal arrived inside a deferred() block
+    active: bool = False  # inside handling(): check() and stopping() apply
 
 
 _state = _State()
@@ -67,11 +76,33 @@ def handling() -> Iterator[None]:
         return
     _reset()
     previous = {s: signal.signal(s, _handle) for s in SIGNALS}
+    previous_hook = sys.unraisablehook
+
+    def unraisable(report: Any) -> None:
+        if isinstance(report.exc_value, KeyboardInterrupt) and _state.signum is not None:
+            return  # ours, lost in a __del__: check() raises it again (the "one line" stays one line)
+        previous_hook(report)
+
+    sys.unraisablehook = unraisable
+    _state.active = True
     try:
         yield
     finally:
+        _state.active = False
+        sys.unraisablehook = previous_hook
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def stopping() -> bool:
+    """A signal came inside handling(): whatever is raised now is (or hides) the interrupt."""
+    return _state.active and _state.signum is not None
+
+
+def check() -> None:
+    """Raise KeyboardInterrupt if a signal came (its first KeyboardInterrupt may have been lost)."""
+    if _state.active and _state.signum is not None:
+        raise KeyboardInterrupt
 
 
 def received() -> int | None:

@@ -28,6 +28,7 @@ from pytorch_lightning.strategies import SingleDeviceStrategy
 from pytorch_lightning.utilities.model_helpers import is_overridden
 from torch import nn
 
+from bench import interrupt
 from bench.data.bundle import DataBundle, Split
 
 EVAL_CHUNK = 8192  # examples per forward pass during evaluation (bounds activation memory)
@@ -116,7 +117,9 @@ class BenchModule(pl.LightningModule):
         Strategy -> Precision, ~30 us a digits step) comes down to there: the raw optimizer's step with
         a closure that runs `closure` (if any), then the on_before_optimizer_step hook (gradient
         clipping), and the step counted where Lightning counts it (`trainer.global_step`, which steps
-        budgets, the `steps` metric and schedule progress read)."""
+        budgets, the `steps` metric and schedule progress read). Each step first stops on a signal
+        whose KeyboardInterrupt was lost on its way (bench.interrupt.check)."""
+        interrupt.check()
         progress = self._step_progress
         if progress is None:
             return self._optimizer.step(closure=closure)

@@ -25,6 +25,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from bench import interrupt
 from bench.batched import SINGLE, NotBatchable, fit_batched, why_not
 from bench.launch.preempt import Preempted
 from bench.spec import Arm, RunConfig, StudySpec, arms, direction_of
@@ -79,9 +80,11 @@ class StudyRunner:
 
     def __init__(self, spec: StudySpec, *, tracking_uri: str, storage_url: str | None,
                  progress: Progress = _quiet, study_file: str | None = None, workers: int = 1,
-                 stop: Callable[[], None] = lambda: None) -> None:
+                 stop: Callable[[], None] = interrupt.check) -> None:
         self.spec = spec
-        self.stop = stop  # raises bench.launch.preempt.Preempted where the worker must stop taking work
+        # called wherever the worker takes work: raises KeyboardInterrupt after a signal (even one
+        # whose first KeyboardInterrupt was lost), or a Slurm worker's Preempted (bench.launch.preempt)
+        self.stop = stop
         self.workers = workers  # > 1: TPE fantasizes running trials (constant liar)
         self.lock = StudyLock(storage_url, spec.name)
         self.tracker = Tracker(tracking_uri)
@@ -225,7 +228,7 @@ class StudyRunner:
                 parent.finish("FINISHED")
                 self.progress("arm_done", {"arm": arm.name, "outcome": outcome})
         except BaseException as err:
-            interrupted = isinstance(err, (KeyboardInterrupt, Preempted))
+            interrupted = isinstance(err, (KeyboardInterrupt, Preempted)) or interrupt.stopping()
             try:
                 WRITER.drain()  # close the trial runs already handed to the writer thread
             finally:
@@ -234,6 +237,8 @@ class StudyRunner:
                                          PREEMPTED if isinstance(err, Preempted) else INTERRUPTED)
                 for _arm, _study, parent in cells:
                     parent.finish("KILLED" if interrupted else "FAILED")
+            if interrupted and not isinstance(err, (KeyboardInterrupt, Preempted)):
+                raise KeyboardInterrupt from err  # an error raised while the interrupt passed hid it
             raise
         return outcomes
 
@@ -368,17 +373,19 @@ class StudyRunner:
                 logger.set_tags({"pruned": "true"})
                 logger.finish("KILLED", background=True)
                 study.tell(trial, state=TrialState.PRUNED)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Exception) as err:
+            if not isinstance(err, KeyboardInterrupt) and not interrupt.stopping():
+                self._fail(study, trial, logger, flat_error(err), "FAILED")  # a broken trial: the study goes on
+                return
+            # interrupted, or an error raised while the interrupt passed hid it (bench.interrupt)
             self._fail(study, trial, logger, INTERRUPTED, "KILLED")
             _retry_later(study, trial.params, trial.number)
-            raise
+            raise KeyboardInterrupt from (None if isinstance(err, KeyboardInterrupt) else err)
         except Preempted:  # tried again with the same parameters, as after an interrupt
             with self.lock.hold():  # the free slot goes to the retry, not to a new configuration
                 self._fail(study, trial, logger, PREEMPTED, "KILLED")
                 _retry_later(study, trial.params, trial.number)
             raise
-        except Exception as err:  # a broken trial must not take the study down
-            self._fail(study, trial, logger, flat_error(err), "FAILED")
 
     def run_trials(self, experiment_id: str, arm: Arm, study: optuna.Study, trials: list[optuna.Trial],
                    parent: RunLogger) -> None:
@@ -428,19 +435,23 @@ class StudyRunner:
                         beats.enter_context(Heartbeat(study._storage, trial._trial_id))
                     self.train_together(arm, configs, [logger for _t, _c, logger in batch], reporters, reason,
                                         on_result)
-            except (KeyboardInterrupt, Preempted) as err:  # tried again later with the same values
+            except (KeyboardInterrupt, Preempted, Exception) as err:
+                if not isinstance(err, (KeyboardInterrupt, Preempted)) and not interrupt.stopping():
+                    for i in group:  # a broken group fails its trials (runs closed), not the study
+                        if i not in told:
+                            told.add(i)
+                            self._fail(study, members[i][0], None, flat_error(err), "FAILED")
+                    continue
+                # tried again later with the same values (an error that hid the interrupt, too)
                 cause = PREEMPTED if isinstance(err, Preempted) else INTERRUPTED
                 with self.lock.hold() if isinstance(err, Preempted) else contextlib.nullcontext():
                     for i, (trial, _config, logger) in enumerate(members):
                         if i not in told:  # this group's runs are closed already, later groups' are not
                             self._fail(study, trial, None if i in group else logger, cause, "KILLED")
                             _retry_later(study, trial.params, trial.number)
+                if isinstance(err, Exception):
+                    raise KeyboardInterrupt from err
                 raise
-            except Exception as err:  # a broken group fails its trials (runs closed), not the study
-                for i in group:
-                    if i not in told:
-                        told.add(i)
-                        self._fail(study, members[i][0], None, flat_error(err), "FAILED")
 
     def _pruning_reporter(self, study: optuna.Study, trial: optuna.Trial, logger: RunLogger, config: RunConfig,
                           arm: Arm, told: set[int], index: int) -> Callable:
@@ -556,7 +567,7 @@ class StudyRunner:
                 on_result(i, result)
                 done += 1
         except BaseException as err:
-            interrupted = isinstance(err, (KeyboardInterrupt, Preempted))
+            interrupted = isinstance(err, (KeyboardInterrupt, Preempted)) or interrupt.stopping()
             for logger in loggers[done:]:
                 logger.set_tags({"error": (PREEMPTED if isinstance(err, Preempted) else INTERRUPTED)
                                  if interrupted else flat_error(err)})
