@@ -9,7 +9,9 @@ What makes it exact:
 - every member is built exactly as `fit` builds it (seeded from its own seed), and draws its own
   mini-batch order (the same permutations as `TensorBatches` with its seed);
 - the loss summed over members has, for each member's weights, exactly that member's gradient
-  (vmap keeps members independent);
+  (vmap keeps members independent); a network that is a plain stack of Linear layers and
+  elementwise activations runs as batched matrix products instead of under vmap, the same
+  arithmetic at a fraction of the dispatch (bench.stacked);
 - the optimizer is torch.optim's own, on the stacked weights: an elementwise update (SGD, BGD,
   Adam, Adagrad, the AdamW family) of a stacked tensor is K independent updates. Members with
   different hyper-parameters (a tuning batch) get one parameter group each, over their own leaf
@@ -47,6 +49,7 @@ from bench.data import load_dataset
 from bench.optim import regularization, torch_optimizers
 from bench.registry import OptimizerInfo
 from bench.spec.config import RunConfig, direction_of
+from bench.stacked import stacked_losses
 from bench.train import TRUE_DTYPES, Reporter, RunResult, Status, build_module, resolve_device, seed_everything
 
 # vmap has no batching rule for CPU flash attention yet: it loops over members (correct, slower).
@@ -230,8 +233,10 @@ def fit_batched(configs: Sequence[RunConfig], reporters: Sequence[Reporter | Non
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
     buffers = dict(loss_of.named_buffers())
     x_dim = None if not batches.shuffle else 0
-    member_losses = vmap(lambda p, x, y: functional_call(loss_of, (p, buffers), (x, y)),
-                         in_dims=(0, x_dim, x_dim), randomness="different")
+    # a plain stack of layers runs as batched matrix products (bench.stacked), anything else under vmap
+    member_losses = stacked_losses(template, "m.", shared_batch=x_dim is None) or \
+        vmap(lambda p, x, y: functional_call(loss_of, (p, buffers), (x, y)), in_dims=(0, x_dim, x_dim),
+             randomness="different")
     K = len(configs)
     zero = torch.zeros((), device=device, dtype=TRUE_DTYPES.get(first.precision, torch.float32))
     _probe(member_losses, layout, optimizer, batches)

@@ -244,3 +244,47 @@ def test_gpu_members_equal_their_sequential_runs_and_cost_less(model):
 
     timing = side_by_side([config(model, "adam", s, accelerator="cuda", precision="32-true") for s in range(5)], 1)
     assert timing["ratio"] < 1.0, timing  # 5 members in one model cost less than 5 runs
+
+
+@pytest.mark.parametrize("dataset", ["digits", "diabetes"])  # multiclass: one cross-entropy call; regression
+@pytest.mark.parametrize("shared", [False, True])
+def test_a_plain_stack_runs_as_batched_matrix_products_with_vmaps_losses_and_gradients(shared, dataset):
+    from torch.func import functional_call, vmap
+
+    from bench.batched import _Loss, _plain_module, _Stacked
+    from bench.data import load_dataset
+    from bench.stacked import stacked_losses
+
+    def module_of(seed: int, **params):
+        c = config("mlp", "sgd", seed, params={"hidden_sizes": "16-8", "activation": "tanh", **params})
+        c = c.model_copy(update={"dataset": dataset})
+        torch.manual_seed(seed)
+        data = load_dataset(c.dataset, c.data_seed).to("cpu", torch.float64)
+        module = _plain_module(c, data, c.owners().split(c.params), [])
+        module.label_smoothing = 0.1  # as the label_smoothing regularizer sets it: task_loss must see it
+        return module, data
+
+    modules = [module_of(seed)[0] for seed in (1, 2, 3)]
+    data = module_of(1)[1]
+    layout = _Stacked([dict(_Loss(m).named_parameters()) for m in modules])
+    loss_of = _Loss(modules[0]).train()
+    dims = None if shared else 0
+    via_vmap = vmap(lambda p, x, y: functional_call(loss_of, p, (x, y)), in_dims=(0, dims, dims),
+                    randomness="different")
+    via_bmm = stacked_losses(modules[0], "m.", shared_batch=shared)
+    x, y = data.train.x[:60], data.train.y[:60]
+    if not shared:  # each member's own batch of 20
+        x, y = x.view(3, 20, *x.shape[1:]), y.view(3, 20, *y.shape[1:])
+    results = []
+    for losses_of in (via_vmap, via_bmm):
+        losses = losses_of(layout.forward_params(), x, y)
+        grads = torch.autograd.grad(losses.sum(), list(layout.leaves.values()))
+        results.append((losses.detach(), [g.detach() for g in grads]))
+    (loss_v, grads_v), (loss_b, grads_b) = results
+    assert loss_b.shape == (3,) and torch.allclose(loss_b, loss_v, rtol=1e-12, atol=0)
+    assert all(torch.allclose(gb, gv, rtol=1e-10, atol=1e-14) for gb, gv in zip(grads_b, grads_v))
+    assert len(set(loss_b.tolist())) == 3  # three members, three losses
+    # what is not a plain stack keeps vmap: a CNN, and an MLP whose module changes its forward
+    assert stacked_losses(_plain_module(config("cnn", "sgd", 1), load_dataset("digits_images", 0),
+                                        config("cnn", "sgd", 1).owners().split(config("cnn", "sgd", 1).params), []),
+                          "m.", shared_batch=False) is None
