@@ -509,3 +509,42 @@ def test_a_report_process_imports_no_training_stack_and_draws_the_same_files(qui
             old, new = (re.sub(rb"generated: [^<\n]* UTC", b"", text) for text in (old, new))
         assert old == new, name
 
+
+
+def test_a_report_of_unchanged_results_reuses_its_figures_and_any_change_redraws_them(quick_study, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    from bench.report.figure_cache import MANIFEST
+
+    for name in ("mlflow.db", "optuna.journal"):  # a copy: the session's stores stay as they are
+        shutil.copy(quick_study.root / name, tmp_path / name)
+    copy = Stores(tmp_path)
+    fig_dir = copy.results / "quickstart-quick" / "figures"
+    code = ("import json, sys; from bench.cli import main; code = main(sys.argv[1:]); "
+            "print(json.dumps('matplotlib' in sys.modules)); sys.exit(code)")
+
+    def report() -> tuple[bool, dict[str, int], str]:
+        proc = subprocess.run([sys.executable, "-c", code, "report", str(STUDIES / "quickstart.toml"), "--quick",
+                               *copy.flags()], capture_output=True, text=True, check=True)
+        pngs = {p.relative_to(fig_dir).as_posix(): p.stat().st_mtime_ns for p in fig_dir.rglob("*.png")}
+        md = re.sub(r"generated: [^\n]* UTC", "", (fig_dir.parent / "report.md").read_text())
+        return json.loads(proc.stdout.splitlines()[-1]), pngs, md
+
+    drew, first, md_first = report()
+    assert drew and len(first) >= 10
+    drew, second, md_second = report()  # nothing changed: no figure drawn, matplotlib not even imported
+    assert not drew and second == first and md_second == md_first
+    fingerprint = json.loads((fig_dir / MANIFEST).read_text())["fingerprint"]
+
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(copy.storage))
+    optuna.load_study(study_name="quickstart-quick/adam", storage=storage).set_user_attr("note", "changed")
+    drew, third, md_third = report()  # any change to what was collected: every figure drawn again
+    assert drew and third.keys() == first.keys() and all(third[k] != first[k] for k in first)
+    assert json.loads((fig_dir / MANIFEST).read_text())["fingerprint"] != fingerprint and md_third == md_first
+
+    victim = next(iter(third))
+    (fig_dir / victim).unlink()  # a figure missing: drawn again
+    drew, fourth, _ = report()
+    assert drew and fourth.keys() == third.keys()

@@ -22,6 +22,9 @@ from bench.tuning.storage import open_storage, optuna_study_name
 CURVE_KEYS = ("epoch", "steps", "samples", "train_time_s", "wall_time_s", "lr")
 
 
+OPTUNA_FIGURES = ("history", "importances", "parallel", "slice")  # Optuna's own figures, per arm
+
+
 @dataclass
 class ArmResult:
     arm: Arm

@@ -31,10 +31,9 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
 from bench.hparams import Dist  # noqa: E402
-from bench.report.collect import ArmResult, StudyResult  # noqa: E402
+from bench.report.collect import OPTUNA_FIGURES, ArmResult, StudyResult  # noqa: E402
 
 DPI = 100
-OPTUNA_FIGURES = ("history", "importances", "parallel", "slice")
 
 
 def _share_mathtext_parser() -> None:

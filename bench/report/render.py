@@ -13,13 +13,14 @@ import hashlib
 import html
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bench.report import figures as figs
-from bench.report.collect import StudyResult, params_json
+from bench.report import figure_cache
+from bench.report.collect import OPTUNA_FIGURES, StudyResult, params_json
 from bench.report.stats import ALPHA, mean_ci
 from bench.report.tables import PROFILE_TAUS, Analysis, analyse, final_validation, pairwise_frame, task_targets
 
@@ -286,7 +287,7 @@ def tuning_section(result: StudyResult, figures: dict, out_dir: Path) -> list[st
                   "| arm | optimization history | parameter importances | parallel coordinates | slice |",
                   "|---|---|---|---|---|"]
         for arm, paths in optuna_rows.items():
-            cells = [f"![{arm} {k}]({_rel(paths[k], out_dir)})" if k in paths else "–" for k in figs.OPTUNA_FIGURES]
+            cells = [f"![{arm} {k}]({_rel(paths[k], out_dir)})" if k in paths else "–" for k in OPTUNA_FIGURES]
             lines.append(f"| {arm} | " + " | ".join(cells) + " |")
         lines.append("")
     notes = figures.get("optuna_notes", [])
@@ -511,14 +512,43 @@ def to_html(md: str, out_dir: Path, title: str) -> str:
 
 
 def write_report(result: StudyResult, out_dir: Path) -> Path:
-    """Write every report file; returns the Markdown report's path (report.html sits beside it)."""
+    """Write every report file; returns the Markdown report's path (report.html sits beside it).
+    Figures drawn from the same results before are reused (bench.report.figure_cache)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     fig_dir = out_dir / "figures"
-    for stale in fig_dir.rglob("*.png") if fig_dir.exists() else []:
-        stale.unlink()  # figures of arms or tasks that no longer exist must not linger
-    # Every figure is a job keyed by where it goes in `figures`; they are drawn in other processes
-    # while this one computes the tables (figs.start), the bulk of the report's time either way.
     targets = {task: t.value for task, t in task_targets(result).items()}
+    key = figure_cache.fingerprint(result, targets)
+    figures = figure_cache.load(fig_dir, key)
+    wait = _start_figures(result, fig_dir, targets) if figures is None else None
+    try:
+        analysis = analyse(result)
+        table = summary_table(result, analysis)
+        table.to_csv(out_dir / "summary.csv", index=False)
+        pairwise_frame(analysis, result.test_metric).to_csv(out_dir / "pairwise.csv", index=False)
+    finally:
+        if wait is not None:
+            figures = wait()
+    if wait is not None:
+        if len(analysis.tasks) > 1:  # from the analysis: drawn here, after it
+            from bench.report import figures as figs
+
+            figures["performance_profile"] = figs.draw((figs.performance_profile, (
+                analysis.profile, PROFILE_TAUS, len(analysis.tasks), fig_dir / "performance_profile.png")))
+        figure_cache.save(fig_dir, key, figures)
+    md = markdown(result, table, analysis, figures, out_dir)
+    path = out_dir / "report.md"
+    path.write_text(md)
+    (out_dir / "report.html").write_text(to_html(md, out_dir, f"bench study {result.spec.name}"))
+    return path
+
+
+def _start_figures(result: StudyResult, fig_dir: Path, targets: dict[str, float]) -> Callable[[], dict]:
+    """Start drawing every figure (in other processes, figs.start: the bulk of a report's time);
+    the returned function waits for them and gives the `figures` mapping `markdown` takes."""
+    from bench.report import figures as figs  # matplotlib and Optuna's figures: only to draw
+
+    for stale in [*fig_dir.rglob("*.png"), fig_dir / figure_cache.MANIFEST] if fig_dir.exists() else []:
+        stale.unlink(missing_ok=True)  # figures of arms or tasks that no longer exist must not linger
     n_trials = result.spec.tuning.n_trials
     jobs: dict[tuple[str, ...], figs.Job] = {
         ("learning_curves",): (figs.learning_curves, (result, fig_dir / "learning_curves.png", targets)),
@@ -533,32 +563,23 @@ def write_report(result: StudyResult, out_dir: Path) -> Path:
         kinds, notes[a.arm.name] = figs.optuna_kinds(a)
         jobs |= {("optuna", a.arm.name, k): (figs.optuna_figure, (a, k, fig_dir / "optuna", n_trials)) for k in kinds}
     wait = figs.start(list(jobs.values()))
-    try:
-        analysis = analyse(result)
-        table = summary_table(result, analysis)
-        table.to_csv(out_dir / "summary.csv", index=False)
-        pairwise_frame(analysis, result.test_metric).to_csv(out_dir / "pairwise.csv", index=False)
-    finally:
+
+    def figures() -> dict:
         drawn = dict(zip(jobs, wait()))
-    figures: dict = {"heatmaps": {}, "optuna": {a.arm.name: {} for a in result.arms}}
-    for key, value in drawn.items():
-        if key[0] == "heatmaps":
-            if value:
-                figures["heatmaps"][key[1]] = value
-        elif key[0] == "optuna":
-            (path, note), (_, arm, kind) = value, key
-            if path:
-                figures["optuna"][arm][kind] = path
-            if note:
-                notes[arm].append(note)
-        else:
-            figures[key[0]] = value
-    figures["optuna_notes"] = [note for arm_notes in notes.values() for note in arm_notes]
-    if len(analysis.tasks) > 1:  # from the analysis: drawn here, after it
-        figures["performance_profile"] = figs.draw((figs.performance_profile, (
-            analysis.profile, PROFILE_TAUS, len(analysis.tasks), fig_dir / "performance_profile.png")))
-    md = markdown(result, table, analysis, figures, out_dir)
-    path = out_dir / "report.md"
-    path.write_text(md)
-    (out_dir / "report.html").write_text(to_html(md, out_dir, f"bench study {result.spec.name}"))
-    return path
+        out: dict = {"heatmaps": {}, "optuna": {a.arm.name: {} for a in result.arms}}
+        for key, value in drawn.items():
+            if key[0] == "heatmaps":
+                if value:
+                    out["heatmaps"][key[1]] = value
+            elif key[0] == "optuna":
+                (path, note), (_, arm, kind) = value, key
+                if path:
+                    out["optuna"][arm][kind] = path
+                if note:
+                    notes[arm].append(note)
+            else:
+                out[key[0]] = value
+        out["optuna_notes"] = [note for arm_notes in notes.values() for note in arm_notes]
+        return out
+
+    return figures
