@@ -360,6 +360,18 @@ class Tracker:
                 raise
             return self.client.get_experiment_by_name(name).experiment_id
 
+    def set_experiment_tag(self, experiment_id: str, key: str, value: str) -> None:
+        """An experiment tag that other workers may be setting at the same moment. MLflow's server
+        inserts a new tag without a lock, so the loser of that race gets a unique-key error (seen
+        with 4 workers on PostgreSQL behind an MLflow server); the value being stored is what counts."""
+        if self.client.get_experiment(experiment_id).tags.get(key) == value:
+            return  # set already (every worker after the first)
+        try:
+            self.client.set_experiment_tag(experiment_id, key, value)
+        except MlflowException:
+            if self.client.get_experiment(experiment_id).tags.get(key) != value:
+                self.client.set_experiment_tag(experiment_id, key, value)  # it exists now: an update
+
     def find_runs(self, experiment_id: str, tags: dict[str, str], status: str | None = None) -> list:
         """Runs whose tags equal `tags` (and with the given status), oldest first."""
         clauses = [f"tags.`{k}` = '{v}'" for k, v in tags.items()]

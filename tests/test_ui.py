@@ -24,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 from pathlib import Path
@@ -266,6 +267,8 @@ def test_bench_ui_lists_the_study_in_both_uis_and_stops_cleanly(quick_study, tmp
             lines.append(line)
         assert any(f"http://localhost:{mport}/" in ln for ln in lines), "".join(lines)
         assert any(f"http://localhost:{dport}/" in ln for ln in lines), "".join(lines)
+        later: list[str] = []  # what it prints from here on, read as it comes (a full pipe would block it)
+        threading.Thread(target=lambda: later.extend(iter(proc.stdout.readline, "")), daemon=True).start()
         tree = process_tree(proc.pid)
         assert len(tree) >= 3  # mlflow server + its uvicorn + the dashboard
 
@@ -311,7 +314,15 @@ def test_bench_ui_lists_the_study_in_both_uis_and_stops_cleanly(quick_study, tmp
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
-        rc = proc.wait(60)
+        try:
+            rc = proc.wait(60)
+        except subprocess.TimeoutExpired:
+            states = {pid: Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+                      for pid in {proc.pid, *tree} if alive(pid)}
+            proc.kill()
+            logs = {p.name: p.read_text()[-1500:] for p in (tmp_path / "logs").glob("*.log")}
+            pytest.fail(f"bench ui still running 60 s after SIGINT; process states {states}; it printed "
+                        f"{''.join(later)[-3000:]!r}; logs {logs}")
     assert rc == 0
     time.sleep(0.5)
     left = [pid for pid in tree if alive(pid)]

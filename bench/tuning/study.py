@@ -199,7 +199,7 @@ class StudyRunner:
         may run this on the same stores at once: trial slots and eval seeds are claimed under the
         study lock, so budgets stay exact; each worker returns once the whole study is done."""
         experiment_id = self.tracker.experiment_id(self.spec.name)
-        self.tracker.client.set_experiment_tag(experiment_id, "description", self.spec.description)
+        self.tracker.set_experiment_tag(experiment_id, "description", self.spec.description)
         cells = []
         try:
             with self.lock.hold():  # one worker creates each Optuna study and parent run
