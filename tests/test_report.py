@@ -55,6 +55,28 @@ def test_pairwise_tests_paired_on_shared_seeds_welch_otherwise_and_verdicts():
     assert one.test == "none" and one.verdict.startswith("not tested")
 
 
+@pytest.mark.parametrize("n_a, n_b", [(2, 2), (3, 5), (5, 5), (10, 4)])
+def test_t_tests_intervals_and_ranks_equal_scipy_stats(n_a, n_b):
+    rng = np.random.default_rng(n_a * 10 + n_b)
+    xa, xb = rng.normal(0.9, 0.02, n_a), rng.normal(0.88, 0.05, n_b)
+    test, t, p = stats._test((list(range(n_a)), list(xa)), (list(range(n_b)), list(xb)), paired_ok=False)
+    ref = sps.ttest_ind(xa, xb, equal_var=False)
+    assert test == "Welch t" and (t, p) == pytest.approx((ref.statistic, ref.pvalue), rel=1e-9)
+    yb = xa + rng.normal(0.01, 0.01, n_a)
+    test, t, p = stats._test((list(range(n_a)), list(xa)), (list(range(n_a)), list(yb)), paired_ok=True)
+    ref = sps.ttest_rel(xa, yb)
+    assert test == "paired t" and (t, p) == pytest.approx((ref.statistic, ref.pvalue), rel=1e-9)
+    mean, low, high = stats.mean_ci(xb, confidence=0.9)
+    half = sps.t.ppf(0.95, n_b - 1) * xb.std(ddof=1) / math.sqrt(n_b)
+    assert (low, high) == pytest.approx((xb.mean() - half, xb.mean() + half), rel=1e-12)
+    values = {"a": 0.9, "b": 0.8, "c": 0.9, "d": math.nan, "e": 0.7, "f": 0.8}
+    for direction in ("maximize", "minimize"):
+        key = np.array([v if math.isfinite(v) else (-math.inf if direction == "maximize" else math.inf)
+                        for v in values.values()])
+        ref = sps.rankdata(-key if direction == "maximize" else key, method="average")
+        assert list(stats.ranks(values, direction).values()) == ref.tolist()
+
+
 def test_mean_ci_is_student_t():
     mean, low, high = stats.mean_ci([1.0, 2.0, 3.0])
     assert mean == 2.0 and high - mean == pytest.approx(4.302653 * 1.0 / math.sqrt(3), rel=1e-6)

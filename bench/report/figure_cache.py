@@ -10,8 +10,8 @@ drawn again.
 
 The fingerprint is a SHA-256 over the pickled results (each arm's Optuna study as its trials and
 user attributes; not its MLflow parent run, which no figure shows and the report writes to), the
-drawing code (figures.py) and the versions of bench, matplotlib, Optuna and NumPy. Figures are written only by bench: a
-folder edited by hand is the user's, and a missing file means drawing again.
+report's code (bench/report/*.py) and the versions of bench, matplotlib, Optuna and NumPy. A
+missing figure file means drawing them all again.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from bench.report.collect import StudyResult
 
 MANIFEST = ".drawn.json"  # in figures/: the fingerprint, and what each figure job returned
 DRAWING_PACKAGES = ("bench", "matplotlib", "optuna", "numpy")
-DRAWING_CODE = Path(__file__).with_name("figures.py")
+DRAWING_CODE = sorted(Path(__file__).parent.glob("*.py"))  # figures.py and what it draws from
 
 
 def fingerprint(result: StudyResult, extra: Any = None) -> str | None:
@@ -38,7 +38,8 @@ def fingerprint(result: StudyResult, extra: Any = None) -> str | None:
     try:
         for name in DRAWING_PACKAGES:
             digest.update(f"{name}={_version(name)};".encode())
-        digest.update(DRAWING_CODE.read_bytes())  # an edited checkout draws with other code
+        for source in DRAWING_CODE:  # an edited checkout draws with other code
+            digest.update(source.read_bytes())
         digest.update(pickle.dumps((result.spec.model_dump(mode="json"), result.objective, result.test_metric,
                                     result.direction, extra), protocol=5))
         for arm in result.arms:

@@ -1,4 +1,6 @@
-"""Statistics over evaluation seeds and learning curves (scipy + numpy, no statsmodels).
+"""Statistics over evaluation seeds and learning curves (numpy, and scipy.special's Student-t
+distribution: scipy.stats costs ~1.2 s more to import than scipy.special, half of a report of
+unchanged results; tests/test_report.py checks every value against scipy.stats).
 
 - `mean_ci`: mean and two-sided Student-t interval over eval seeds.
 - `compare_arms`: pairwise tests between the arms of one task with Holm's step-down correction.
@@ -19,19 +21,24 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 ALPHA = 0.05
 
 
-def _scipy() -> Any:
-    """scipy.stats, imported when first needed: ~1.3 s of CPU, which `bench report` spends while
-    its figures are drawn in other processes (see render.write_report)."""
-    from scipy import stats
+def _t_ppf(q: float, df: float) -> float:
+    """Student-t quantile (scipy.stats.t.ppf)."""
+    from scipy import special
 
-    return stats
+    return float(special.stdtrit(df, q))
+
+
+def _two_sided_p(t: float, df: float) -> float:
+    """P(|T| >= |t|) for Student's t with df degrees of freedom."""
+    from scipy import special
+
+    return float(2.0 * special.stdtr(df, -abs(t)))
 
 
 def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
@@ -42,7 +49,7 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, f
     mean = float(x.mean())
     if len(x) < 2:
         return mean, math.nan, math.nan
-    half = float(_scipy().t.ppf(0.5 + confidence / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+    half = _t_ppf(0.5 + confidence / 2, len(x) - 1) * float(x.std(ddof=1)) / math.sqrt(len(x))
     return mean, mean - half, mean + half
 
 
@@ -89,13 +96,17 @@ def _test(a: tuple[list[int], list[float]], b: tuple[list[int], list[float]], pa
         d = ya - yb
         if np.all(d == d[0]):  # zero variance of the differences: t undefined
             return "paired t", math.nan, (1.0 if d[0] == 0 else 0.0)
-        res = _scipy().ttest_rel(ya, yb)
-        return "paired t", float(res.statistic), float(res.pvalue)
+        n = len(d)  # scipy.stats.ttest_rel: t = mean(d) / (sd(d) / sqrt(n)), n - 1 dof
+        t = float(d.mean() / (d.std(ddof=1) / math.sqrt(n)))
+        return "paired t", t, _two_sided_p(t, n - 1)
     xa_, xb_ = np.asarray(xa, dtype=float), np.asarray(xb, dtype=float)
     if xa_.std() == 0 and xb_.std() == 0:
         return "Welch t", math.nan, (1.0 if xa_[0] == xb_[0] else 0.0)
-    res = _scipy().ttest_ind(xa_, xb_, equal_var=False)
-    return "Welch t", float(res.statistic), float(res.pvalue)
+    # scipy.stats.ttest_ind(equal_var=False): Welch's t with the Welch-Satterthwaite dof
+    va, vb = xa_.var(ddof=1) / len(xa_), xb_.var(ddof=1) / len(xb_)
+    t = float((xa_.mean() - xb_.mean()) / math.sqrt(va + vb))
+    df = float((va + vb) ** 2 / (va**2 / (len(xa_) - 1) + vb**2 / (len(xb_) - 1)))
+    return "Welch t", t, _two_sided_p(t, df)
 
 
 def compare_arms(samples: dict[str, tuple[list[int], list[float]]], direction: str, *,
@@ -174,5 +185,18 @@ def ranks(values: dict[str, float], direction: str) -> dict[str, float]:
     key = np.array([values[n] if math.isfinite(values[n]) else (-math.inf if direction == "maximize" else math.inf)
                     for n in names])
     order = -key if direction == "maximize" else key
-    r = _scipy().rankdata(order, method="average")
-    return {n: float(x) for n, x in zip(names, r)}
+    return {n: float(x) for n, x in zip(names, _average_ranks(order))}
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    """scipy.stats.rankdata(x, method="average"): 1-based ranks, ties sharing their mean rank."""
+    order = np.argsort(x, kind="stable")
+    ranks = np.empty(len(x))
+    i = 0
+    while i < len(x):
+        j = i
+        while j + 1 < len(x) and x[order[j + 1]] == x[order[i]]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
