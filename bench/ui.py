@@ -131,7 +131,9 @@ def serve(tracking_uri: str, storage: str | None, *, host: str = "127.0.0.1", ml
         log_dir.mkdir(parents=True, exist_ok=True)
     shown = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host
     servers: list[Server] = []
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    # both stop it, also where it was started with SIGINT ignored (a background job of a
+    # non-interactive shell), as they stop `bench run`
+    previous = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         servers.append(Server("MLflow UI", f"http://{shown}:{mlflow_port}/",
                               _start(mlflow_command(tracking_uri, host, mlflow_port),
@@ -158,7 +160,8 @@ def serve(tracking_uri: str, storage: str | None, *, host: str = "127.0.0.1", ml
         return 0
     finally:
         stop(servers)
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:

@@ -353,3 +353,31 @@ def main(study_dir: Path, experiment: str = "quickstart", out: Path = REPO / "do
 
 if __name__ == "__main__":
     main(Path(sys.argv[1]), *sys.argv[2:3])
+
+
+def test_bench_ui_started_with_sigint_ignored_still_stops_on_sigint(quick_study, tmp_path):
+    # A background job of a non-interactive shell starts with SIGINT ignored, and Python then
+    # installs no KeyboardInterrupt for it: before, `bench ui` ran on after `kill -INT`.
+    mport, dport = free_port(), free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.cli", "ui", "--tracking-uri", quick_study.tracking_uri,
+         "--storage", quick_study.storage, "--mlflow-port", str(mport), "--dashboard-port", str(dport),
+         "--log-dir", str(tmp_path / "logs")],
+        cwd=quick_study.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)}, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        deadline, lines = time.time() + 150, []
+        while time.time() < deadline and not any("Ctrl-C" in ln for ln in lines):
+            line = proc.stdout.readline()
+            if not line and proc.poll() is not None:
+                break
+            lines.append(line)
+        assert any("Ctrl-C stops both." in ln for ln in lines), "".join(lines)
+        tree = process_tree(proc.pid)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    time.sleep(0.5)
+    assert not [pid for pid in tree if alive(pid)]  # both servers stopped with it
