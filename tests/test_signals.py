@@ -30,14 +30,14 @@ RETURN_WITHIN_S = 10.0  # signal -> command returned (measured: 2-6 s on 2 busy 
 LINE = re.compile(r"^interrupted: (\d+) trials in flight marked KILLED; rerun to continue$")
 
 
-def study_file(root) -> str:
+def study_file(root, epochs: int = 300, arm: str = 'optimizer = "sgd"') -> str:
     # one arm, trials of a few seconds (so that each worker is inside one when the signal comes)
     path = root / "sig.toml"
     path.write_text(textwrap.dedent("""
         name = "sig"
         model = "mlp"
         dataset = "digits"
-        epochs = 300
+        epochs = {epochs}
         [params]
         batch_size = 256
         [tuning]
@@ -46,8 +46,7 @@ def study_file(root) -> str:
         [eval]
         seeds = 2
         [[arms]]
-        optimizer = "sgd"
-        """))
+        """).format(epochs=epochs) + arm + "\n")
     return str(path)
 
 
@@ -227,25 +226,9 @@ LOSING = textwrap.dedent("""
 @pytest.mark.parametrize("how", ["swallowed", "replaced"])
 def test_an_interrupt_whose_keyboardinterrupt_is_lost_still_stops_the_run(stores, how):
     (stores.root / "losing.py").write_text(LOSING)
-    path = stores.root / "sig.toml"
-    path.write_text(textwrap.dedent("""
-        name = "sig"
-        model = "mlp"
-        dataset = "digits"
-        epochs = 20
-        [params]
-        batch_size = 256
-        [tuning]
-        n_trials = 2
-        pruner = "none"
-        [eval]
-        seeds = 2
-        [[arms]]
-        name = "sgd"
-        optimizer = "losing:Losing"
-        space = { lr = { low = 0.01, high = 0.1, log = true } }
-        """))
-    proc = start(stores, str(path), 1, env={"LOSE_INTERRUPT": how})
+    path = study_file(stores.root, epochs=20, arm='name = "sgd"\noptimizer = "losing:Losing"\n'
+                      'space = { lr = { low = 0.01, high = 0.1, log = true } }')
+    proc = start(stores, path, 1, env={"LOSE_INTERRUPT": how})
     code = proc.wait(timeout=300)
     lines = [line for line in (stores.root / "stderr.txt").read_text().splitlines() if line.strip()]
     assert code == 130, (code, lines, diagnosis(stores))  # before: the run went on (0) as if never stopped

@@ -245,26 +245,36 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+def start_ui(stores, mport: int, dport: int, log_dir: Path, **popen) -> subprocess.Popen:
+    """`bench ui` on the stores, its output on a pipe."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.cli", "ui", "--tracking-uri", stores.tracking_uri, "--storage", stores.storage,
+         "--mlflow-port", str(mport), "--dashboard-port", str(dport), "--log-dir", str(log_dir)],
+        cwd=stores.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)}, **popen)
+
+
+def ready_lines(proc: subprocess.Popen, timeout_s: float = 150) -> list[str]:
+    """What it prints until "Ctrl-C stops both." (or it exits, or the time is up)."""
+    deadline, lines = time.time() + timeout_s, []
+    while time.time() < deadline and not any("Ctrl-C" in ln for ln in lines):
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            break
+        lines.append(line)
+    return lines
+
+
 def test_bench_ui_lists_the_study_in_both_uis_and_stops_cleanly(quick_study, tmp_path):
     browser = Browser(find_browser(), tmp_path / "profile")
     stores = quick_study
     shots = tmp_path / "screenshots"
     shots.mkdir()
     mport, dport = free_port(), free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.cli", "ui", "--tracking-uri", stores.tracking_uri, "--storage", stores.storage,
-         "--mlflow-port", str(mport), "--dashboard-port", str(dport), "--log-dir", str(tmp_path / "logs")],
-        cwd=stores.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = start_ui(stores, mport, dport, tmp_path / "logs")
     tree: set[int] = set()
     try:
-        lines = []
-        deadline = time.time() + 150
-        while time.time() < deadline and not any("Ctrl-C" in ln for ln in lines):
-            line = proc.stdout.readline()
-            if not line and proc.poll() is not None:
-                break
-            lines.append(line)
+        lines = ready_lines(proc)
         assert any(f"http://localhost:{mport}/" in ln for ln in lines), "".join(lines)
         assert any(f"http://localhost:{dport}/" in ln for ln in lines), "".join(lines)
         later: list[str] = []  # what it prints from here on, read as it comes (a full pipe would block it)
@@ -358,20 +368,10 @@ if __name__ == "__main__":
 def test_bench_ui_started_with_sigint_ignored_still_stops_on_sigint(quick_study, tmp_path):
     # A background job of a non-interactive shell starts with SIGINT ignored, and Python then
     # installs no KeyboardInterrupt for it: before, `bench ui` ran on after `kill -INT`.
-    mport, dport = free_port(), free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.cli", "ui", "--tracking-uri", quick_study.tracking_uri,
-         "--storage", quick_study.storage, "--mlflow-port", str(mport), "--dashboard-port", str(dport),
-         "--log-dir", str(tmp_path / "logs")],
-        cwd=quick_study.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)}, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    proc = start_ui(quick_study, free_port(), free_port(), tmp_path / "logs",
+                    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
-        deadline, lines = time.time() + 150, []
-        while time.time() < deadline and not any("Ctrl-C" in ln for ln in lines):
-            line = proc.stdout.readline()
-            if not line and proc.poll() is not None:
-                break
-            lines.append(line)
+        lines = ready_lines(proc)
         assert any("Ctrl-C stops both." in ln for ln in lines), "".join(lines)
         tree = process_tree(proc.pid)
         proc.send_signal(signal.SIGINT)
